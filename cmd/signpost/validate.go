@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/signpost-dev/signpost/config"
+)
+
+func (e env) validate(args []string) int {
+	path, code := e.configFlags("validate", args)
+	if code >= 0 {
+		return code
+	}
+	m, ok := e.load(path, nil)
+	if !ok {
+		return exitFail
+	}
+	printModel(e.stdout, m)
+	return exitOK
+}
+
+func (e env) zone(args []string) int {
+	path, code := e.configFlags("zone", args)
+	if code >= 0 {
+		return code
+	}
+	m, ok := e.load(path, nil)
+	if !ok {
+		return exitFail
+	}
+	for i, z := range m.Zones {
+		if i > 0 {
+			fmt.Fprintln(e.stdout)
+		}
+		fmt.Fprintf(e.stdout, "; zone %s from %s\n", z.Origin, m.Path)
+		if err := z.WriteMasterFile(e.stdout); err != nil {
+			fmt.Fprintf(e.stderr, "signpost: %v\n", err)
+			return exitFail
+		}
+	}
+	return exitOK
+}
+
+// printModel shows everything a model would serve: each zone as a master
+// file, then each server name's three documents exactly as served.
+func printModel(w io.Writer, m *config.Model) {
+	fmt.Fprintf(w, "%s: valid\n", m.Path)
+	for _, p := range m.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", p)
+	}
+	fmt.Fprintf(w, "\nDNS on %s; HTTPS on %s; plain HTTP on %s\n", strings.Join(m.DNS.Listen, ", "), m.HTTP.Listen, m.HTTP.PlainListen)
+	if names := m.CertificateNames(); len(names) > 0 {
+		how := "from " + m.ACME.Directory + " (" + strings.Join(m.ACME.Challenges, ", ") + ")"
+		if m.ACME.Mode == config.ModeSelfSigned {
+			how = "self-signed, for local trials only"
+		}
+		fmt.Fprintf(w, "certificates for %s: %s\n", strings.Join(names, ", "), how)
+	}
+	for _, z := range m.Zones {
+		fmt.Fprintf(w, "\nzone %s (serial %d)\n", z.Origin, z.SOA.Serial)
+		z.WriteMasterFile(w)
+	}
+	for _, d := range m.Delegations {
+		where := "outside every zone: documents only, its DNS records live elsewhere"
+		if d.Zone != nil {
+			where = "in zone " + d.Zone.Origin
+		}
+		fmt.Fprintf(w, "\nserver name %s (%s)\n", d.ServerName, where)
+		fmt.Fprintf(w, "  /.well-known/matrix/server   %s\n", d.ServerDoc)
+		fmt.Fprintf(w, "  /.well-known/matrix/client   %s\n", d.ClientDoc)
+		if d.SupportDoc != nil {
+			fmt.Fprintf(w, "  /.well-known/matrix/support  %s\n", d.SupportDoc)
+		} else {
+			fmt.Fprintf(w, "  /.well-known/matrix/support  404 (no [delegation.support])\n")
+		}
+	}
+}

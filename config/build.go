@@ -1,0 +1,715 @@
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/mail"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Defaults for keys that may be left out; README.md documents each.
+const (
+	defaultDNSListen    = "[::]:53"
+	defaultTTL          = time.Hour
+	defaultHTTPSListen  = "[::]:443"
+	defaultPlainListen  = "[::]:80"
+	defaultServerMaxAge = 24 * time.Hour
+	defaultClientMaxAge = time.Hour
+	defaultDirectory    = "https://acme-v02.api.letsencrypt.org/directory"
+	defaultStorage      = "/var/lib/signpost"
+
+	// Synapse clamps the cache time of /.well-known/matrix/server to this
+	// range, so a max-age outside it only misleads.
+	minMaxAge = 5 * time.Minute
+	maxMaxAge = 48 * time.Hour
+
+	// Synapse refuses well-known bodies over 50 KiB and clients fetch
+	// /client on every login; a document near that size is a mistake.
+	maxDocument = 16 << 10
+
+	// SOA timers. The minimum (negative-caching TTL, RFC 2308) is short so
+	// that a name or ACME challenge added a moment after a miss is seen soon.
+	soaRefresh = 7200
+	soaRetry   = 3600
+	soaExpire  = 1209600
+	soaMinimum = 300
+)
+
+func build(ps *problems, f *file, o Options) *Model {
+	m := &Model{byServerName: map[string]*Delegation{}}
+	ttl := buildDNS(ps, f, m)
+	buildHTTP(ps, f, m)
+	buildACME(ps, f, m)
+	zones := buildZones(ps, f, m, ttl)
+	buildDelegations(ps, f, m)
+	// Derive even when there are errors already: the parts that are valid
+	// may still conflict, and the user should hear about everything at once.
+	deriveRecords(ps, m, zones, ttl)
+	if len(ps.errs) > 0 {
+		return m
+	}
+	for _, z := range zones {
+		z.finish(m, o)
+	}
+	return m
+}
+
+func buildDNS(ps *problems, f *file, m *Model) uint32 {
+	d := f.DNS
+	m.DNS.Listen = d.Listen
+	if len(m.DNS.Listen) == 0 {
+		m.DNS.Listen = []string{defaultDNSListen}
+	}
+	for i, l := range d.Listen {
+		if p := listenProblem(l); p != "" {
+			ps.errorf(fmt.Sprintf("dns.listen[%d]", i), "%s", p)
+		}
+	}
+	ttl := defaultTTL
+	if d.TTL != "" {
+		t, err := time.ParseDuration(d.TTL)
+		switch {
+		case err != nil:
+			ps.errorf("dns.ttl", "%q is not a duration; write e.g. \"1h\", \"30m\" or \"300s\"", d.TTL)
+		case t < time.Second || t > 7*24*time.Hour || t%time.Second != 0:
+			ps.errorf("dns.ttl", "%s is out of range; use whole seconds from 1s to 168h", d.TTL)
+		default:
+			ttl = t
+		}
+	}
+	m.DNS.TTL = uint32(ttl / time.Second)
+	seen := map[string]bool{}
+	for i, ns := range d.Nameservers {
+		key := fmt.Sprintf("dns.nameservers[%d]", i)
+		name := strings.TrimSuffix(ns, ".")
+		if p := hostnameProblem(name); p != "" {
+			ps.errorf(key, "%q %s", ns, p)
+			continue
+		}
+		if seen[name] {
+			ps.errorf(key, "%q is listed twice; remove one", ns)
+			continue
+		}
+		seen[name] = true
+		m.DNS.Nameservers = append(m.DNS.Nameservers, fqdn(name))
+	}
+	if len(f.Zone) > 0 && len(d.Nameservers) == 0 {
+		ps.errorf("dns.nameservers", "missing; list the names the parent zone's NS records point at, e.g. nameservers = [\"ns1.%s\"]", strings.TrimSuffix(f.Zone[0].Origin, "."))
+	}
+	if d.Hostmaster != "" {
+		rname, p := hostmasterName(d.Hostmaster)
+		if p != "" {
+			ps.errorf("dns.hostmaster", "%q %s", d.Hostmaster, p)
+		}
+		m.DNS.Hostmaster = rname
+	}
+	return m.DNS.TTL
+}
+
+// hostmasterName turns an email address into SOA RNAME form (RFC 1035
+// §8: the local part becomes the first label, its dots escaped).
+func hostmasterName(s string) (string, string) {
+	local, domain, ok := strings.Cut(s, "@")
+	if !ok || local == "" {
+		return "", "is not an email address; write e.g. \"hostmaster@example.com\""
+	}
+	if p := hostnameProblem(strings.ToLower(strings.TrimSuffix(domain, "."))); p != "" {
+		return "", "has a domain that " + p
+	}
+	return strings.ReplaceAll(local, ".", `\.`) + "." + fqdn(domain), ""
+}
+
+func buildHTTP(ps *problems, f *file, m *Model) {
+	h := f.HTTP
+	m.HTTP.Listen = cmpOr(h.Listen, defaultHTTPSListen)
+	m.HTTP.PlainListen = cmpOr(h.PlainListen, defaultPlainListen)
+	if p := listenProblem(m.HTTP.Listen); p != "" {
+		ps.errorf("http.listen", "%s", p)
+	}
+	if p := listenProblem(m.HTTP.PlainListen); p != "" {
+		ps.errorf("http.plain_listen", "%s", p)
+	}
+	if h.RootRedirect != "" {
+		u, err := url.Parse(h.RootRedirect)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			ps.errorf("http.root_redirect", "%q is not an absolute http(s) URL; write e.g. \"https://www.example.com/\"", h.RootRedirect)
+		}
+		m.HTTP.RootRedirect = h.RootRedirect
+	}
+	m.HTTP.ServerMaxAge = maxAge(ps, "http.server_max_age", h.ServerMaxAge, defaultServerMaxAge)
+	m.HTTP.ClientMaxAge = maxAge(ps, "http.client_max_age", h.ClientMaxAge, defaultClientMaxAge)
+}
+
+func maxAge(ps *problems, key, s string, def time.Duration) time.Duration {
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		ps.errorf(key, "%q is not a duration; write e.g. \"24h\" or \"30m\"", s)
+		return def
+	}
+	if d < minMaxAge || d > maxMaxAge || d%time.Second != 0 {
+		ps.errorf(key, "%s is out of range; Synapse clamps cache times to 5m..48h, so use whole seconds in that range", s)
+		return def
+	}
+	return d
+}
+
+func buildACME(ps *problems, f *file, m *Model) {
+	a := f.ACME
+	m.ACME = ACME{
+		Mode:      cmpOr(a.Mode, ModeACME),
+		Email:     a.Email,
+		Directory: cmpOr(a.Directory, defaultDirectory),
+		CARoot:    a.CARoot,
+		Storage:   cmpOr(a.Storage, defaultStorage),
+	}
+	if m.ACME.Mode != ModeACME && m.ACME.Mode != ModeSelfSigned {
+		ps.errorf("acme.mode", "%q is not a mode; use %q (certificates from the CA) or %q (local trials, no CA)", a.Mode, ModeACME, ModeSelfSigned)
+	}
+	if a.Email != "" {
+		if addr, err := mail.ParseAddress(a.Email); err != nil || addr.Address != a.Email {
+			ps.errorf("acme.email", "%q is not an email address; write e.g. \"admin@example.com\"", a.Email)
+		}
+	}
+	if u, err := url.Parse(m.ACME.Directory); err != nil || u.Scheme != "https" || u.Host == "" {
+		ps.errorf("acme.directory", "%q is not an https URL; ACME directories are https, e.g. %q", m.ACME.Directory, defaultDirectory)
+	}
+	all := []string{ChallengeTLSALPN01, ChallengeHTTP01, ChallengeDNS01}
+	if a.Challenges == nil {
+		m.ACME.Challenges = all
+	}
+	for i, c := range a.Challenges {
+		key := fmt.Sprintf("acme.challenges[%d]", i)
+		switch {
+		case !slices.Contains(all, c):
+			ps.errorf(key, "%q is not a challenge type; use %q, %q or %q", c, ChallengeTLSALPN01, ChallengeHTTP01, ChallengeDNS01)
+		case slices.Contains(m.ACME.Challenges, c):
+			ps.errorf(key, "%q is listed twice; remove one", c)
+		default:
+			m.ACME.Challenges = append(m.ACME.Challenges, c)
+		}
+	}
+	if a.Challenges != nil && len(a.Challenges) == 0 && m.ACME.Mode == ModeACME {
+		ps.errorf("acme.challenges", "is empty, so no certificate can be obtained; list at least one of %q, %q, %q", ChallengeTLSALPN01, ChallengeHTTP01, ChallengeDNS01)
+	}
+	for i, n := range a.Names {
+		if p := hostnameProblem(strings.TrimPrefix(n, "*.")); p != "" {
+			ps.errorf(fmt.Sprintf("acme.names[%d]", i), "%q %s", n, p)
+			continue
+		}
+		m.ACME.Names = append(m.ACME.Names, n)
+	}
+}
+
+// zoneBuild is a zone while it is being assembled, with where each of its
+// records came from so conflicts can name the line that caused them.
+type zoneBuild struct {
+	*Zone
+	key     string // "zone[0]"
+	records []sourced
+}
+
+type sourced struct {
+	rr  dns.RR
+	key string // the config key the record comes from
+}
+
+func buildZones(ps *problems, f *file, m *Model, ttl uint32) []*zoneBuild {
+	var zones []*zoneBuild
+	for i, zt := range f.Zone {
+		key := fmt.Sprintf("zone[%d]", i)
+		origin := strings.ToLower(strings.TrimSuffix(zt.Origin, "."))
+		if p := hostnameProblem(origin); p != "" {
+			if zt.Origin == "" {
+				ps.errorf(key+".origin", "missing; write the delegated zone, e.g. origin = \"chat.example.com\"")
+			} else {
+				ps.errorf(key+".origin", "%q %s", zt.Origin, p)
+			}
+			continue
+		}
+		z := &zoneBuild{Zone: &Zone{Origin: origin + "."}, key: key}
+		bad := false
+		for _, other := range zones {
+			switch {
+			case other.Origin == z.Origin:
+				ps.errorf(key+".origin", "%q is already %s; merge the two tables", zt.Origin, other.key)
+				bad = true
+			case dns.IsSubDomain(other.Origin, z.Origin), dns.IsSubDomain(z.Origin, other.Origin):
+				ps.errorf(key+".origin", "%q and %s (%q) nest; serve the inner names from the outer zone's records instead", zt.Origin, other.key, other.Origin)
+				bad = true
+			}
+		}
+		for j, a := range zt.Addresses {
+			akey := fmt.Sprintf("%s.addresses[%d]", key, j)
+			ip, err := netip.ParseAddr(a)
+			switch {
+			case err != nil || ip.Zone() != "":
+				ps.errorf(akey, "%q is not an IP address; write an IPv4 or IPv6 address", a)
+			case ip.IsUnspecified() || ip.IsMulticast():
+				ps.errorf(akey, "%s cannot be a host's address; write this host's public IP address", a)
+			case slices.Contains(z.Addresses, ip.Unmap()):
+				ps.errorf(akey, "%s is listed twice; remove one", a)
+			default:
+				z.Addresses = append(z.Addresses, ip.Unmap())
+			}
+		}
+		for j, text := range zt.Records {
+			rkey := fmt.Sprintf("%s.records[%d]", key, j)
+			if rr := parseRecord(ps, rkey, text, z.Origin, ttl); rr != nil {
+				z.records = append(z.records, sourced{rr, rkey})
+			}
+		}
+		if !bad {
+			zones = append(zones, z)
+		}
+	}
+	for _, z := range zones {
+		m.Zones = append(m.Zones, z.Zone)
+	}
+	return zones
+}
+
+// parseRecord parses one master-file line relative to origin and checks
+// that it belongs in the zone and is not one signpost derives itself.
+func parseRecord(ps *problems, key, text, origin string, ttl uint32) dns.RR {
+	zp := dns.NewZoneParser(strings.NewReader(text), origin, "")
+	zp.SetDefaultTTL(ttl)
+	zp.SetIncludeAllowed(false)
+	rr, ok := zp.Next()
+	if err := zp.Err(); err != nil {
+		msg := err.Error()
+		if pe, isPE := err.(*dns.ParseError); isPE {
+			msg = strings.TrimPrefix(pe.Error(), "dns: ")
+			if i := strings.Index(msg, " at line:"); i >= 0 {
+				msg = msg[:i] // the line is the config line, not the record's
+			}
+		}
+		ps.errorf(key, "%q does not parse (%s); write one record as in a zone file, e.g. \"www 300 IN A 203.0.113.5\"", text, msg)
+		return nil
+	}
+	if !ok || rr == nil {
+		ps.errorf(key, "is empty; write one record as in a zone file, e.g. \"www 300 IN A 203.0.113.5\"")
+		return nil
+	}
+	if _, more := zp.Next(); more {
+		ps.errorf(key, "%q holds more than one record; write one record per string", text)
+		return nil
+	}
+	h := rr.Header()
+	h.Name = strings.ToLower(h.Name)
+	if !dns.IsSubDomain(origin, h.Name) {
+		ps.errorf(key, "owner %q is outside zone %q; use a name under the origin, or a relative name like \"www\"", h.Name, origin)
+		return nil
+	}
+	if h.Class != dns.ClassINET {
+		ps.errorf(key, "class %s is not served; signpost serves class IN only", dns.ClassToString[h.Class])
+		return nil
+	}
+	switch h.Rrtype {
+	case dns.TypeSOA:
+		ps.errorf(key, "SOA records are derived; remove this one and set dns.hostmaster and dns.ttl instead")
+		return nil
+	case dns.TypeNS:
+		if h.Name == origin {
+			ps.errorf(key, "NS records at the apex are derived from dns.nameservers; remove this one")
+			return nil
+		}
+	case dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeIXFR, dns.TypeAXFR, dns.TypeANY:
+		ps.errorf(key, "%s is not a record type a zone can hold", dns.TypeToString[h.Rrtype])
+		return nil
+	}
+	return rr
+}
+
+func buildDelegations(ps *problems, f *file, m *Model) {
+	for i, dt := range f.Delegation {
+		key := fmt.Sprintf("delegation[%d]", i)
+		d := &Delegation{ServerName: dt.ServerName, SRVFallback: dt.SRVFallback == nil || *dt.SRVFallback}
+		ok := true
+		if dt.ServerName == "" {
+			ps.errorf(key+".server_name", "missing; write the name that appears in user IDs, e.g. server_name = \"example.com\"")
+			ok = false
+		} else if p := serverNameProblem(dt.ServerName); p != "" {
+			ps.errorf(key+".server_name", "%q %s", dt.ServerName, p)
+			ok = false
+		} else if other, dup := m.byServerName[dt.ServerName]; dup {
+			ps.errorf(key+".server_name", "%q is already delegation[%d]; merge the two", dt.ServerName, slices.Index(m.Delegations, other))
+			ok = false
+		}
+		var host string
+		var port uint16
+		if dt.Server == "" {
+			ps.errorf(key+".server", "missing; write where the homeserver's federation listener is, with its port, e.g. server = \"matrix.%s:443\"", cmpOr(dt.ServerName, "example.com"))
+			ok = false
+		} else {
+			var p string
+			host, port, p = serverProblem(dt.Server)
+			if p != "" {
+				ps.errorf(key+".server", "%q %s", dt.Server, p)
+				ok = false
+			}
+			d.Server = dt.Server
+		}
+		if d.SRVFallback && host != "" {
+			if _, err := netip.ParseAddr(host); err == nil {
+				ps.errorf(key+".server", "server %q names an IP address, and SRV targets must be host names (RFC 2782); set srv_fallback = false or use a host name", dt.Server)
+				ok = false
+			}
+		}
+		if dt.Client == "" {
+			ps.errorf(key+".client", "missing; write the homeserver's client URL, e.g. client = \"https://matrix.%s\"", cmpOr(dt.ServerName, "example.com"))
+			ok = false
+		} else if u, p := baseURL(dt.Client); p != "" {
+			ps.errorf(key+".client", "%q %s", dt.Client, p)
+			ok = false
+		} else {
+			d.Client = u
+		}
+		if dt.IdentityServer != "" {
+			if u, p := baseURL(dt.IdentityServer); p != "" {
+				ps.errorf(key+".identity_server", "%q %s", dt.IdentityServer, p)
+				ok = false
+			} else {
+				d.IdentityServer = u
+			}
+		}
+		for _, k := range slices.Sorted(maps.Keys(dt.ClientExtra)) {
+			switch {
+			case k == "m.homeserver" || k == "m.identity_server":
+				ps.errorf(key+".client_extra", "sets %q, which signpost writes from %q; remove it here", k, map[string]string{"m.homeserver": "client", "m.identity_server": "identity_server"}[k])
+				ok = false
+			case !strings.Contains(k, "."):
+				ps.warnf(key+".client_extra", "key %q is not namespaced; the spec reserves un-namespaced keys, so use a Java-style name such as \"org.example.%s\"", k, k)
+			}
+		}
+		support, supportOK := buildSupport(ps, key+".support", dt.Support)
+		if !ok || !supportOK {
+			continue
+		}
+		d.ServerDoc = document(ps, key+".server", map[string]any{"m.server": d.Server})
+		client := map[string]any{}
+		for k, v := range dt.ClientExtra {
+			client[k] = v
+		}
+		client["m.homeserver"] = map[string]any{"base_url": d.Client}
+		if d.IdentityServer != "" {
+			client["m.identity_server"] = map[string]any{"base_url": d.IdentityServer}
+		}
+		d.ClientDoc = document(ps, key+".client_extra", client)
+		if support != nil {
+			d.SupportDoc = document(ps, key+".support", support)
+		}
+		d.srvTarget, d.srvPort = host, port
+		m.Delegations = append(m.Delegations, d)
+		m.byServerName[d.ServerName] = d
+	}
+}
+
+// baseURL checks a base_url for the client document and returns it without
+// a trailing slash, as clients append paths to it.
+func baseURL(s string) (string, string) {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || !u.IsAbs() || u.Host == "":
+		return "", "is not an absolute URL; write e.g. \"https://matrix.example.com\""
+	case u.Scheme != "https":
+		return "", fmt.Sprintf("uses %s; clients on https pages refuse other schemes, so write https://%s", u.Scheme, u.Host+u.Path)
+	case u.RawQuery != "" || u.ForceQuery:
+		return "", "has a query; clients append API paths to the base URL, so remove it"
+	case u.Fragment != "" || strings.Contains(s, "#"):
+		return "", "has a fragment; clients append API paths to the base URL, so remove it"
+	case u.User != nil:
+		return "", "has user information; remove it"
+	}
+	return strings.TrimRight(s, "/"), ""
+}
+
+// buildSupport returns the support document, nil when none is configured,
+// and false when the table has errors.
+func buildSupport(ps *problems, key string, st *supportTable) (map[string]any, bool) {
+	if st == nil {
+		return nil, true
+	}
+	n := len(ps.errs)
+	doc := map[string]any{}
+	if st.Page == "" && len(st.Contacts) == 0 {
+		ps.errorf(key, "has neither page nor contacts; the spec requires at least one: add page = \"https://example.com/help\" or a contact")
+	}
+	if st.Page != "" {
+		if u, err := url.Parse(st.Page); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			ps.errorf(key+".page", "%q is not an absolute http(s) URL; write e.g. \"https://example.com/help\"", st.Page)
+		}
+		doc["support_page"] = st.Page
+	}
+	var contacts []any
+	for i, c := range st.Contacts {
+		ckey := fmt.Sprintf("%s.contacts[%d]", key, i)
+		contact := map[string]any{"role": c.Role}
+		switch {
+		case c.Role == "":
+			ps.errorf(ckey+".role", "missing; use \"m.role.admin\" or \"m.role.security\"")
+		case strings.HasPrefix(c.Role, "m.") && !slices.Contains([]string{"m.role.admin", "m.role.security", "m.role.moderator"}, c.Role):
+			ps.errorf(ckey+".role", "%q is not a role the spec defines; use \"m.role.admin\", \"m.role.security\", \"m.role.moderator\" or a namespaced role such as \"org.example.role.billing\"", c.Role)
+		case !strings.HasPrefix(c.Role, "m.") && !strings.Contains(c.Role, "."):
+			ps.errorf(ckey+".role", "%q is neither a spec role nor namespaced; use \"m.role.admin\", \"m.role.security\" or e.g. \"org.example.role.%s\"", c.Role, c.Role)
+		}
+		if c.MatrixID == "" && c.Email == "" {
+			ps.errorf(ckey, "has neither matrix_id nor email; the spec requires at least one of them")
+		}
+		if c.MatrixID != "" {
+			local, server, found := strings.Cut(strings.TrimPrefix(c.MatrixID, "@"), ":")
+			if !strings.HasPrefix(c.MatrixID, "@") || !found || local == "" || server == "" {
+				ps.errorf(ckey+".matrix_id", "%q is not a Matrix user ID; write it as \"@user:example.com\"", c.MatrixID)
+			}
+			contact["matrix_id"] = c.MatrixID
+		}
+		if c.Email != "" {
+			if a, err := mail.ParseAddress(c.Email); err != nil || a.Address != c.Email {
+				ps.errorf(ckey+".email", "%q is not an email address; write e.g. \"admin@example.com\"", c.Email)
+			}
+			contact["email_address"] = c.Email
+		}
+		contacts = append(contacts, contact)
+	}
+	if contacts != nil {
+		doc["contacts"] = contacts
+	}
+	return doc, len(ps.errs) == n
+}
+
+// document encodes a JSON document once, exactly as it will be served.
+func document(ps *problems, key string, v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // the documents are JSON, not HTML
+	if err := enc.Encode(v); err != nil {
+		ps.errorf(key, "cannot be written as JSON: %v", err)
+		return nil
+	}
+	doc := bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	if len(doc) > maxDocument {
+		ps.errorf(key, "makes a document of %d bytes; keep it under %d (Synapse rejects over 50 KiB, and clients fetch it on every login)", len(doc), maxDocument)
+	}
+	return doc
+}
+
+// deriveRecords adds the records signpost derives to each zone and checks
+// the whole zone for conflicts, then sorts it.
+func deriveRecords(ps *problems, m *Model, zones []*zoneBuild, ttl uint32) {
+	zoneOf := func(name string) *zoneBuild {
+		for _, z := range zones {
+			if dns.IsSubDomain(z.Origin, name) {
+				return z
+			}
+		}
+		return nil
+	}
+	hdr := func(name string, t uint16) dns.RR_Header {
+		return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: ttl}
+	}
+	addrRRs := func(name string, addrs []netip.Addr) []dns.RR {
+		var rrs []dns.RR
+		for _, a := range addrs {
+			if a.Is4() {
+				rrs = append(rrs, &dns.A{Hdr: hdr(name, dns.TypeA), A: a.AsSlice()})
+			} else {
+				rrs = append(rrs, &dns.AAAA{Hdr: hdr(name, dns.TypeAAAA), AAAA: a.AsSlice()})
+			}
+		}
+		return rrs
+	}
+	for _, z := range zones {
+		for _, ns := range m.DNS.Nameservers {
+			z.records = append(z.records, sourced{&dns.NS{Hdr: hdr(z.Origin, dns.TypeNS), Ns: ns}, "dns.nameservers"})
+		}
+	}
+	for i, ns := range m.DNS.Nameservers {
+		z := zoneOf(ns)
+		if z == nil || hasAddress(z.records, ns) {
+			continue
+		}
+		if len(z.Addresses) == 0 {
+			ps.errorf(fmt.Sprintf("dns.nameservers[%d]", i), "%q is inside zone %q but has no address; add addresses to %s or an A/AAAA record for it to its records", strings.TrimSuffix(ns, "."), z.Origin, z.key)
+			continue
+		}
+		for _, rr := range addrRRs(ns, z.Addresses) {
+			z.records = append(z.records, sourced{rr, z.key + ".addresses"})
+		}
+	}
+	for i, d := range m.Delegations {
+		key := fmt.Sprintf("delegation[%d]", i)
+		name := d.ServerName + "."
+		if z := zoneOf(name); z != nil {
+			d.Zone = z.Zone
+			if len(z.Addresses) > 0 {
+				for _, s := range z.records {
+					if s.rr.Header().Name == name && (s.rr.Header().Rrtype == dns.TypeA || s.rr.Header().Rrtype == dns.TypeAAAA) {
+						ps.errorf(s.key, "%q is a server name whose A/AAAA records come from %s.addresses (this host serves its .well-known); remove this record", d.ServerName, z.key)
+					}
+				}
+				for _, rr := range addrRRs(name, z.Addresses) {
+					z.records = append(z.records, sourced{rr, z.key + ".addresses"})
+				}
+			}
+		} else {
+			ps.warnf(key+".server_name", "%q is outside every zone: signpost serves its documents only (scenario S3), and its A/AAAA records live elsewhere", d.ServerName)
+		}
+		if !d.SRVFallback {
+			continue
+		}
+		owner := "_matrix-fed._tcp." + name
+		z := zoneOf(owner)
+		if z == nil {
+			ps.warnf(key+".srv_fallback", "%q is outside every zone, so the SRV fallback is not published; delegate a zone that holds it or set srv_fallback = false", owner)
+			continue
+		}
+		written := false
+		for _, s := range z.records {
+			if s.rr.Header().Name == owner && s.rr.Header().Rrtype == dns.TypeSRV {
+				ps.errorf(s.key, "%q is derived from %s.server; remove this record or set srv_fallback = false", owner, key)
+				written = true
+			}
+		}
+		if written {
+			continue
+		}
+		srv := &dns.SRV{Hdr: hdr(owner, dns.TypeSRV), Priority: 10, Weight: 0, Port: d.srvPort, Target: fqdn(d.srvTarget)}
+		z.records = append(z.records, sourced{srv, key + ".server"})
+	}
+	for _, z := range zones {
+		checkZone(ps, z)
+	}
+}
+
+func hasAddress(records []sourced, name string) bool {
+	for _, s := range records {
+		if h := s.rr.Header(); h.Name == name && (h.Rrtype == dns.TypeA || h.Rrtype == dns.TypeAAAA) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkZone enforces what DNS itself requires of a zone's content: CNAMEs
+// alone at their name and never at the apex (RFC 1034 §3.6.2, RFC 2181
+// §10.1), SRV targets that are not aliases (RFC 2782), no duplicates.
+func checkZone(ps *problems, z *zoneBuild) {
+	byName := map[string][]sourced{}
+	for _, s := range z.records {
+		byName[s.rr.Header().Name] = append(byName[s.rr.Header().Name], s)
+	}
+	seen := map[string]string{}
+	for _, s := range z.records {
+		h := s.rr.Header()
+		text := fmt.Sprintf("%s %d %s", h.Name, h.Rrtype, strings.TrimPrefix(s.rr.String(), h.String()))
+		if prev, dup := seen[text]; dup {
+			ps.errorf(s.key, "repeats the record from %s; remove one", prev)
+			continue
+		}
+		seen[text] = s.key
+		switch h.Rrtype {
+		case dns.TypeCNAME:
+			if h.Name == z.Origin {
+				ps.errorf(s.key, "a CNAME at the zone apex %q is not allowed: the apex holds SOA and NS; use A/AAAA records", z.Origin)
+				continue
+			}
+			for _, other := range byName[h.Name] {
+				if other.rr != s.rr && other.rr.Header().Rrtype != dns.TypeRRSIG && other.rr.Header().Rrtype != dns.TypeNSEC {
+					ps.errorf(s.key, "%q has a CNAME and other data (%s from %s); a CNAME must be the only record at its name (RFC 1034 §3.6.2)", h.Name, dns.TypeToString[other.rr.Header().Rrtype], other.key)
+					break
+				}
+			}
+		case dns.TypeSRV:
+			target := strings.ToLower(s.rr.(*dns.SRV).Target)
+			for _, other := range byName[target] {
+				if other.rr.Header().Rrtype == dns.TypeCNAME {
+					ps.errorf(s.key, "SRV target %q is a CNAME (%s); SRV targets must have A/AAAA records of their own (RFC 2782)", target, other.key)
+					break
+				}
+			}
+		}
+	}
+}
+
+// finish sorts the zone, builds its SOA and picks its serial.
+func (z *zoneBuild) finish(m *Model, o Options) {
+	rrs := make([]dns.RR, 0, len(z.records)+1)
+	for _, s := range z.records {
+		rrs = append(rrs, s.rr)
+	}
+	slices.SortStableFunc(rrs, compareRR)
+	mbox := m.DNS.Hostmaster
+	if mbox == "" {
+		mbox = "hostmaster." + z.Origin
+	}
+	soa := &dns.SOA{
+		Hdr:     dns.RR_Header{Name: z.Origin, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: m.DNS.TTL},
+		Ns:      m.DNS.Nameservers[0],
+		Mbox:    mbox,
+		Refresh: soaRefresh,
+		Retry:   soaRetry,
+		Expire:  soaExpire,
+		Minttl:  soaMinimum,
+	}
+	h := sha256.New()
+	fmt.Fprintln(h, soa.String())
+	for _, rr := range rrs {
+		fmt.Fprintln(h, rr.String())
+	}
+	h.Sum(z.hash[:0])
+	soa.Serial = uint32(o.Now().Unix())
+	if o.Previous != nil {
+		for _, prev := range o.Previous.Zones {
+			if prev.Origin != z.Origin {
+				continue
+			}
+			if prev.hash == z.hash {
+				soa.Serial = prev.SOA.Serial
+			} else if int32(soa.Serial-prev.SOA.Serial) <= 0 { // RFC 1982 comparison
+				soa.Serial = prev.SOA.Serial + 1
+			}
+		}
+	}
+	z.SOA = soa
+	z.Records = append([]dns.RR{soa}, rrs...)
+}
+
+// compareRR orders records canonically (RFC 4034 §6.1 for names), then by
+// type, then by presentation of the data, so zone output is stable.
+func compareRR(a, b dns.RR) int {
+	if c := compareNames(a.Header().Name, b.Header().Name); c != 0 {
+		return c
+	}
+	if c := int(a.Header().Rrtype) - int(b.Header().Rrtype); c != 0 {
+		return c
+	}
+	return strings.Compare(a.String(), b.String())
+}
+
+func compareNames(a, b string) int {
+	la, lb := dns.SplitDomainName(a), dns.SplitDomainName(b)
+	for i, j := len(la)-1, len(lb)-1; i >= 0 && j >= 0; i, j = i-1, j-1 {
+		if c := strings.Compare(strings.ToLower(la[i]), strings.ToLower(lb[j])); c != 0 {
+			return c
+		}
+	}
+	return len(la) - len(lb)
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

@@ -1,0 +1,348 @@
+package config
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+var testNow = func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
+
+const base = `
+[dns]
+nameservers = ["ns1.chat.example.com"]
+hostmaster = "hostmaster@example.com"
+
+[[zone]]
+origin = "chat.example.com"
+addresses = ["203.0.113.10", "2001:db8::10"]
+records = ["hs 300 IN A 198.51.100.7"]
+
+[[delegation]]
+server_name = "chat.example.com"
+server = "hs.chat.example.com:443"
+client = "https://hs.chat.example.com"
+`
+
+func parse(t *testing.T, text string) (*Model, error) {
+	t.Helper()
+	return Parse("signpost.toml", []byte(text), Options{Now: testNow})
+}
+
+// TestProblems shows the exact message of every validation rule.
+func TestProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		text string
+		want []string
+	}{
+		{"unknown key with suggestion", "[dns]\ntll = \"1h\"\n",
+			[]string{`signpost.toml:2: dns.tll: unknown key; did you mean "ttl"?`}},
+		{"unknown key without suggestion", "[http]\nfrobnicate = 1\n",
+			[]string{`signpost.toml:2: http.frobnicate: unknown key; expected one of listen, plain_listen, root_redirect, server_max_age, client_max_age`}},
+		{"unknown key in second array table", base + "[[zone]]\norigin = \"other.example\"\naddreses = []\n",
+			[]string{`signpost.toml:17: zone[1].addreses: unknown key; did you mean "addresses"?`}},
+		{"wrong type", "[dns]\nttl = 3600\n",
+			[]string{`signpost.toml:2: dns.ttl: cannot decode TOML integer into struct field config.dnsTable.TTL of type string`}},
+		{"toml syntax", "[dns\n",
+			[]string{`signpost.toml:1: expected ']' to close table name`}},
+		{"server name with scheme", strings.Replace(base, `server_name = "chat.example.com"`, `server_name = "https://chat.example.com"`, 1),
+			[]string{`signpost.toml:12: delegation[0].server_name: "https://chat.example.com" has a scheme (https://); write the bare name as in user IDs without it: "chat.example.com"`}},
+		{"server name upper case", strings.Replace(base, `server_name = "chat.example.com"`, `server_name = "Chat.example.com"`, 1),
+			[]string{`signpost.toml:12: delegation[0].server_name: "Chat.example.com" has upper-case letters; Matrix server names are lower case: write "chat.example.com"`}},
+		{"server name trailing dot", strings.Replace(base, `server_name = "chat.example.com"`, `server_name = "chat.example.com."`, 1),
+			[]string{`signpost.toml:12: delegation[0].server_name: "chat.example.com." ends with a dot; write "chat.example.com"`}},
+		{"server name with port", strings.Replace(base, `server_name = "chat.example.com"`, `server_name = "chat.example.com:8448"`, 1),
+			[]string{`signpost.toml:12: delegation[0].server_name: "chat.example.com:8448" has a port (8448); remote servers connect to a server name with a port directly and never read .well-known or SRV, so there is nothing to delegate: write "chat.example.com"`}},
+		{"server name IP", strings.Replace(base, `server_name = "chat.example.com"`, `server_name = "203.0.113.1"`, 1),
+			[]string{`signpost.toml:12: delegation[0].server_name: "203.0.113.1" is an IP address; remote servers connect to an IP literal directly, so delegation needs a DNS name`}},
+		{"server name bad character", strings.Replace(base, `server_name = "chat.example.com"`, `server_name = "chat_room.example.com"`, 1),
+			[]string{`signpost.toml:12: delegation[0].server_name: "chat_room.example.com" contains '_'; only letters, digits, "-" and "." are allowed (IDNs in their xn-- form)`}},
+		{"server without port", strings.Replace(base, `server = "hs.chat.example.com:443"`, `server = "hs.chat.example.com"`, 1),
+			[]string{`signpost.toml:13: delegation[0].server: "hs.chat.example.com" has no port; without one, remote servers look up SRV records and then connect to port 8448, not 443: write "hs.chat.example.com:443"`}},
+		{"server port out of range", strings.Replace(base, `server = "hs.chat.example.com:443"`, `server = "hs.chat.example.com:70000"`, 1),
+			[]string{`signpost.toml:13: delegation[0].server: "hs.chat.example.com:70000" port "70000" is out of range; use 1-65535`}},
+		{"server port zero", strings.Replace(base, `server = "hs.chat.example.com:443"`, `server = "hs.chat.example.com:0"`, 1),
+			[]string{`signpost.toml:13: delegation[0].server: "hs.chat.example.com:0" port "0" is out of range; use 1-65535`}},
+		{"server with scheme", strings.Replace(base, `server = "hs.chat.example.com:443"`, `server = "https://hs.chat.example.com:443"`, 1),
+			[]string{`signpost.toml:13: delegation[0].server: "https://hs.chat.example.com:443" has a scheme (https://); write host:port without it: "hs.chat.example.com:443"`}},
+		{"server IPv6 without brackets", strings.Replace(base, `server = "hs.chat.example.com:443"`, `server = "2001:db8::1"`, 1) + "srv_fallback = false\n",
+			[]string{`signpost.toml:13: delegation[0].server: "2001:db8::1" is an IPv6 address without brackets; write "[2001:db8::1]:443"`}},
+		{"server IP with SRV fallback", strings.Replace(base, `server = "hs.chat.example.com:443"`, `server = "198.51.100.7:8448"`, 1),
+			[]string{`signpost.toml:13: delegation[0].server: server "198.51.100.7:8448" names an IP address, and SRV targets must be host names (RFC 2782); set srv_fallback = false or use a host name`}},
+		{"client http", strings.Replace(base, `client = "https://hs.chat.example.com"`, `client = "http://hs.chat.example.com"`, 1),
+			[]string{`signpost.toml:14: delegation[0].client: "http://hs.chat.example.com" uses http; clients on https pages refuse other schemes, so write https://hs.chat.example.com`}},
+		{"client relative", strings.Replace(base, `client = "https://hs.chat.example.com"`, `client = "hs.chat.example.com"`, 1),
+			[]string{`signpost.toml:14: delegation[0].client: "hs.chat.example.com" is not an absolute URL; write e.g. "https://matrix.example.com"`}},
+		{"client query", strings.Replace(base, `client = "https://hs.chat.example.com"`, `client = "https://hs.chat.example.com/?x=1"`, 1),
+			[]string{`signpost.toml:14: delegation[0].client: "https://hs.chat.example.com/?x=1" has a query; clients append API paths to the base URL, so remove it`}},
+		{"client fragment", strings.Replace(base, `client = "https://hs.chat.example.com"`, `client = "https://hs.chat.example.com/#x"`, 1),
+			[]string{`signpost.toml:14: delegation[0].client: "https://hs.chat.example.com/#x" has a fragment; clients append API paths to the base URL, so remove it`}},
+		{"identity server http", base + "identity_server = \"http://id.example.com\"\n",
+			[]string{`signpost.toml:15: delegation[0].identity_server: "http://id.example.com" uses http; clients on https pages refuse other schemes, so write https://id.example.com`}},
+		{"client_extra sets m.homeserver", base + "client_extra = { \"m.homeserver\" = { base_url = \"https://x.example\" } }\n",
+			[]string{`signpost.toml:15: delegation[0].client_extra: sets "m.homeserver", which signpost writes from "client"; remove it here`}},
+		{"client_extra sets m.identity_server", base + "client_extra = { \"m.identity_server\" = { base_url = \"https://x.example\" } }\n",
+			[]string{`signpost.toml:15: delegation[0].client_extra: sets "m.identity_server", which signpost writes from "identity_server"; remove it here`}},
+		{"support empty", base + "[delegation.support]\n",
+			[]string{`signpost.toml:15: delegation[0].support: has neither page nor contacts; the spec requires at least one: add page = "https://example.com/help" or a contact`}},
+		{"support contact without role", base + "[delegation.support]\ncontacts = [{ email = \"a@example.com\" }]\n",
+			[]string{`signpost.toml:16: delegation[0].support.contacts[0].role: missing; use "m.role.admin" or "m.role.security"`}},
+		{"support contact without id or email", base + "[delegation.support]\ncontacts = [{ role = \"m.role.admin\" }]\n",
+			[]string{`signpost.toml:16: delegation[0].support.contacts[0]: has neither matrix_id nor email; the spec requires at least one of them`}},
+		{"support contact bad matrix id", base + "[delegation.support]\ncontacts = [\n  { role = \"m.role.admin\", email = \"a@example.com\" },\n  { role = \"m.role.security\", matrix_id = \"admin\" },\n]\n",
+			[]string{`signpost.toml:18: delegation[0].support.contacts[1].matrix_id: "admin" is not a Matrix user ID; write it as "@user:example.com"`}},
+		{"support unknown spec role", base + "[delegation.support]\ncontacts = [{ role = \"m.role.boss\", email = \"a@example.com\" }]\n",
+			[]string{`signpost.toml:16: delegation[0].support.contacts[0].role: "m.role.boss" is not a role the spec defines; use "m.role.admin", "m.role.security", "m.role.moderator" or a namespaced role such as "org.example.role.billing"`}},
+		{"support bad email and page", base + "[delegation.support]\npage = \"help\"\ncontacts = [{ role = \"m.role.admin\", email = \"nobody\" }]\n",
+			[]string{
+				`signpost.toml:16: delegation[0].support.page: "help" is not an absolute http(s) URL; write e.g. "https://example.com/help"`,
+				`signpost.toml:17: delegation[0].support.contacts[0].email: "nobody" is not an email address; write e.g. "admin@example.com"`,
+			}},
+		{"bad address", strings.Replace(base, `"2001:db8::10"`, `"203.0.113.300"`, 1),
+			[]string{`signpost.toml:8: zone[0].addresses[1]: "203.0.113.300" is not an IP address; write an IPv4 or IPv6 address`}},
+		{"unspecified address", strings.Replace(base, `"2001:db8::10"`, `"0.0.0.0"`, 1),
+			[]string{`signpost.toml:8: zone[0].addresses[1]: 0.0.0.0 cannot be a host's address; write this host's public IP address`}},
+		{"record outside zone", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"hs.example.org. 300 IN A 198.51.100.7"`, 1),
+			[]string{`signpost.toml:9: zone[0].records[0]: owner "hs.example.org." is outside zone "chat.example.com."; use a name under the origin, or a relative name like "www"`}},
+		{"record does not parse", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"hs 300 IN A 198.51.100.700"`, 1),
+			[]string{`signpost.toml:9: zone[0].records[0]: "hs 300 IN A 198.51.100.700" does not parse (bad A A: "198.51.100.700"); write one record as in a zone file, e.g. "www 300 IN A 203.0.113.5"`}},
+		{"two records in one string", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"hs 300 IN A 198.51.100.7\nhs 300 IN A 198.51.100.8"`, 1),
+			[]string{`signpost.toml:9: zone[0].records[0]: "hs 300 IN A 198.51.100.7\nhs 300 IN A 198.51.100.8" holds more than one record; write one record per string`}},
+		{"SOA in records", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"@ SOA ns1 h 1 2 3 4 5"`, 1),
+			[]string{`signpost.toml:9: zone[0].records[0]: SOA records are derived; remove this one and set dns.hostmaster and dns.ttl instead`}},
+		{"apex NS in records", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"@ NS ns2.example.net."`, 1),
+			[]string{`signpost.toml:9: zone[0].records[0]: NS records at the apex are derived from dns.nameservers; remove this one`}},
+		{"CNAME at apex", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"@ CNAME web.example.net."`, 1),
+			[]string{`signpost.toml:9: zone[0].records[0]: a CNAME at the zone apex "chat.example.com." is not allowed: the apex holds SOA and NS; use A/AAAA records`}},
+		{"CNAME beside other data", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"www CNAME web.example.net.", "www TXT hello"`, 1),
+			[]string{`signpost.toml:9: zone[0].records[0]: "www.chat.example.com." has a CNAME and other data (TXT from zone[0].records[1]); a CNAME must be the only record at its name (RFC 1034 §3.6.2)`}},
+		{"CNAME at a server name", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"hs CNAME web.example.net."`, 1),
+			[]string{`signpost.toml:13: delegation[0].server: SRV target "hs.chat.example.com." is a CNAME (zone[0].records[0]); SRV targets must have A/AAAA records of their own (RFC 2782)`}},
+		{"SRV target CNAME", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"hs A 198.51.100.7", "_xmpp._tcp SRV 0 0 5269 x", "x CNAME hs"`, 1),
+			[]string{`signpost.toml:9: zone[0].records[1]: SRV target "x.chat.example.com." is a CNAME (zone[0].records[2]); SRV targets must have A/AAAA records of their own (RFC 2782)`}},
+		{"A at a served server name", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"hs A 198.51.100.7", "@ A 198.51.100.8"`, 1),
+			[]string{`signpost.toml:9: zone[0].records[1]: "chat.example.com" is a server name whose A/AAAA records come from zone[0].addresses (this host serves its .well-known); remove this record`}},
+		{"SRV fallback written by hand", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"hs A 198.51.100.7", "_matrix-fed._tcp SRV 10 0 443 hs"`, 1),
+			[]string{`signpost.toml:9: zone[0].records[1]: "_matrix-fed._tcp.chat.example.com." is derived from delegation[0].server; remove this record or set srv_fallback = false`}},
+		{"duplicate record", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"hs A 198.51.100.7", "hs 60 A 198.51.100.7"`, 1),
+			[]string{`signpost.toml:9: zone[0].records[1]: repeats the record from zone[0].records[0]; remove one`}},
+		{"duplicate zone", base + "[[zone]]\norigin = \"chat.example.com.\"\n",
+			[]string{`signpost.toml:16: zone[1].origin: "chat.example.com." is already zone[0]; merge the two tables`}},
+		{"nested zone", base + "[[zone]]\norigin = \"sub.chat.example.com\"\n",
+			[]string{`signpost.toml:16: zone[1].origin: "sub.chat.example.com" and zone[0] ("chat.example.com.") nest; serve the inner names from the outer zone's records instead`}},
+		{"duplicate server name", base + "[[delegation]]\nserver_name = \"chat.example.com\"\nserver = \"hs.chat.example.com:443\"\nclient = \"https://hs.chat.example.com\"\n",
+			[]string{`signpost.toml:16: delegation[1].server_name: "chat.example.com" is already delegation[0]; merge the two`}},
+		{"nameserver in zone without address", strings.Replace(base, `addresses = ["203.0.113.10", "2001:db8::10"]`, ``, 1),
+			[]string{`signpost.toml:3: dns.nameservers[0]: "ns1.chat.example.com" is inside zone "chat.example.com." but has no address; add addresses to zone[0] or an A/AAAA record for it to its records`}},
+		{"no nameservers", strings.Replace(base, `nameservers = ["ns1.chat.example.com"]`, ``, 1),
+			[]string{`signpost.toml:2: dns.nameservers: missing; list the names the parent zone's NS records point at, e.g. nameservers = ["ns1.chat.example.com"]`}},
+		{"table written twice", base + "[dns]\n",
+			[]string{`signpost.toml:15: dns: table dns already exists`}},
+		{"ttl not a duration", strings.Replace(base, `[dns]`, "[dns]\nttl = \"1 hour\"", 1),
+			[]string{`signpost.toml:3: dns.ttl: "1 hour" is not a duration; write e.g. "1h", "30m" or "300s"`}},
+		{"max age out of range", base + "[http]\nserver_max_age = \"72h\"\nclient_max_age = \"1m\"\n",
+			[]string{
+				`signpost.toml:16: http.server_max_age: 72h is out of range; Synapse clamps cache times to 5m..48h, so use whole seconds in that range`,
+				`signpost.toml:17: http.client_max_age: 1m is out of range; Synapse clamps cache times to 5m..48h, so use whole seconds in that range`,
+			}},
+		{"bad listen", base + "[http]\nlisten = \"443\"\n",
+			[]string{`signpost.toml:16: http.listen: "443" is not host:port; write e.g. "[::]:53" or "127.0.0.1:8053"`}},
+		{"acme mode and challenge", base + "[acme]\nmode = \"manual\"\nchallenges = [\"dns-01\", \"dns01\"]\n",
+			[]string{
+				`signpost.toml:16: acme.mode: "manual" is not a mode; use "acme" (certificates from the CA) or "self-signed" (local trials, no CA)`,
+				`signpost.toml:17: acme.challenges[1]: "dns01" is not a challenge type; use "tls-alpn-01", "http-01" or "dns-01"`,
+			}},
+		{"missing delegation keys", base + "[[delegation]]\nsrv_fallback = false\n",
+			[]string{
+				`signpost.toml:15: delegation[1].server_name: missing; write the name that appears in user IDs, e.g. server_name = "example.com"`,
+				`signpost.toml:15: delegation[1].server: missing; write where the homeserver's federation listener is, with its port, e.g. server = "matrix.example.com:443"`,
+				`signpost.toml:15: delegation[1].client: missing; write the homeserver's client URL, e.g. client = "https://matrix.example.com"`,
+			}},
+		{"document too large", base + "client_extra = { \"org.example.big\" = \"" + strings.Repeat("x", 17000) + "\" }\n",
+			[]string{`signpost.toml:15: delegation[0].client_extra: makes a document of 17080 bytes; keep it under 16384 (Synapse rejects over 50 KiB, and clients fetch it on every login)`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := parse(t, tt.text)
+			if err == nil {
+				t.Fatalf("no error; want %q (model %v)", tt.want, m)
+			}
+			errs, ok := err.(Errors)
+			if !ok {
+				t.Fatalf("error is %T, want config.Errors: %v", err, err)
+			}
+			var got []string
+			for _, p := range errs {
+				got = append(got, p.String())
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got\n\t%s\nwant\n\t%s", strings.Join(got, "\n\t"), strings.Join(tt.want, "\n\t"))
+			}
+		})
+	}
+}
+
+// TestEveryProblemAtOnce is the case the foundation issue names: a typo,
+// a bad IP, a scheme and a CNAME conflict give one message each.
+func TestEveryProblemAtOnce(t *testing.T) {
+	text := strings.NewReplacer(
+		`hostmaster =`, `hostmastr =`,
+		`"2001:db8::10"`, `"203.0.113.300"`,
+		`server_name = "chat.example.com"`, `server_name = "https://chat.example.com"`,
+		`"hs 300 IN A 198.51.100.7"`, `"hs A 198.51.100.7", "www CNAME hs", "www TXT x"`,
+	).Replace(base)
+	_, err := parse(t, text)
+	want := `signpost.toml:4: dns.hostmastr: unknown key; did you mean "hostmaster"?
+signpost.toml:8: zone[0].addresses[1]: "203.0.113.300" is not an IP address; write an IPv4 or IPv6 address
+signpost.toml:9: zone[0].records[1]: "www.chat.example.com." has a CNAME and other data (TXT from zone[0].records[2]); a CNAME must be the only record at its name (RFC 1034 §3.6.2)
+signpost.toml:12: delegation[0].server_name: "https://chat.example.com" has a scheme (https://); write the bare name as in user IDs without it: "chat.example.com"`
+	if err == nil || err.Error() != want {
+		t.Errorf("got\n%v\nwant\n%s", err, want)
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	text := base + `client_extra = { proxy = "x" }
+[[delegation]]
+server_name = "example.org"
+server = "hs.chat.example.com:443"
+client = "https://hs.chat.example.com"
+`
+	m, err := parse(t, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range m.Warnings {
+		got = append(got, w.String())
+	}
+	want := []string{
+		`signpost.toml:15: delegation[0].client_extra: key "proxy" is not namespaced; the spec reserves un-namespaced keys, so use a Java-style name such as "org.example.proxy"`,
+		`signpost.toml:16: delegation[1].srv_fallback: "_matrix-fed._tcp.example.org." is outside every zone, so the SRV fallback is not published; delegate a zone that holds it or set srv_fallback = false`,
+		`signpost.toml:17: delegation[1].server_name: "example.org" is outside every zone: signpost serves its documents only (scenario S3), and its A/AAAA records live elsewhere`,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got\n\t%s\nwant\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+	}
+	if d := m.Delegation("EXAMPLE.ORG."); d == nil || d.Zone != nil {
+		t.Errorf("Delegation(EXAMPLE.ORG.) = %+v, want the S3 delegation with no zone", d)
+	}
+}
+
+func TestModel(t *testing.T) {
+	text := base + `identity_server = "https://id.example.com/"
+client_extra = { "org.matrix.msc3575.proxy" = { url = "https://sync.example.com" } }
+[delegation.support]
+page = "https://example.com/help"
+contacts = [{ matrix_id = "@admin:chat.example.com", email = "admin@example.com", role = "m.role.admin" }]
+`
+	m, err := parse(t, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := m.Delegation("chat.example.com")
+	if d == nil {
+		t.Fatal("no delegation for chat.example.com")
+	}
+	docs := []struct{ got, want string }{
+		{string(d.ServerDoc), `{"m.server":"hs.chat.example.com:443"}`},
+		{string(d.ClientDoc), `{"m.homeserver":{"base_url":"https://hs.chat.example.com"},"m.identity_server":{"base_url":"https://id.example.com"},"org.matrix.msc3575.proxy":{"url":"https://sync.example.com"}}`},
+		{string(d.SupportDoc), `{"contacts":[{"email_address":"admin@example.com","matrix_id":"@admin:chat.example.com","role":"m.role.admin"}],"support_page":"https://example.com/help"}`},
+	}
+	for _, doc := range docs {
+		if doc.got != doc.want {
+			t.Errorf("document\n got %s\nwant %s", doc.got, doc.want)
+		}
+	}
+	var zone strings.Builder
+	if err := m.Zones[0].WriteMasterFile(&zone); err != nil {
+		t.Fatal(err)
+	}
+	wantZone := "$ORIGIN chat.example.com.\n" +
+		"chat.example.com.\t3600\tIN\tSOA\tns1.chat.example.com. hostmaster.example.com. 1767225600 7200 3600 1209600 300\n" +
+		"chat.example.com.\t3600\tIN\tA\t203.0.113.10\n" +
+		"chat.example.com.\t3600\tIN\tNS\tns1.chat.example.com.\n" +
+		"chat.example.com.\t3600\tIN\tAAAA\t2001:db8::10\n" +
+		"_matrix-fed._tcp.chat.example.com.\t3600\tIN\tSRV\t10 0 443 hs.chat.example.com.\n" +
+		"hs.chat.example.com.\t300\tIN\tA\t198.51.100.7\n" +
+		"ns1.chat.example.com.\t3600\tIN\tA\t203.0.113.10\n" +
+		"ns1.chat.example.com.\t3600\tIN\tAAAA\t2001:db8::10\n"
+	if zone.String() != wantZone {
+		t.Errorf("zone\n got:\n%s\nwant:\n%s", zone.String(), wantZone)
+	}
+	if got := m.CertificateNames(); !reflect.DeepEqual(got, []string{"chat.example.com"}) {
+		t.Errorf("CertificateNames() = %q", got)
+	}
+	if z := m.ZoneFor("_matrix-fed._tcp.CHAT.example.com"); z != m.Zones[0] {
+		t.Errorf("ZoneFor(_matrix-fed._tcp.CHAT.example.com) = %v", z)
+	}
+	if z := m.ZoneFor("example.com."); z != nil {
+		t.Errorf("ZoneFor(example.com.) = %v, want nil", z.Origin)
+	}
+}
+
+// TestSerial shows the serial follows content, never the clock alone, and
+// never goes backwards.
+func TestSerial(t *testing.T) {
+	first, err := parse(t, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := func() time.Time { return testNow().Add(time.Hour) }
+	same, err := Parse("signpost.toml", []byte(base), Options{Now: later, Previous: first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := same.Zones[0].SOA.Serial, first.Zones[0].SOA.Serial; got != want {
+		t.Errorf("unchanged zone: serial %d, want the previous %d", got, want)
+	}
+	changed := strings.Replace(base, "198.51.100.7", "198.51.100.8", 1)
+	next, err := Parse("signpost.toml", []byte(changed), Options{Now: later, Previous: first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := next.Zones[0].SOA.Serial, first.Zones[0].SOA.Serial+3600; got != want {
+		t.Errorf("changed zone: serial %d, want %d (the clock)", got, want)
+	}
+	earlier := func() time.Time { return testNow().Add(-time.Hour) }
+	back, err := Parse("signpost.toml", []byte(base), Options{Now: earlier, Previous: next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := back.Zones[0].SOA.Serial, next.Zones[0].SOA.Serial+1; got != want {
+		t.Errorf("clock went back: serial %d, want %d", got, want)
+	}
+}
+
+// TestKnownKeys keeps the "did you mean" table in step with the structs.
+func TestKnownKeys(t *testing.T) {
+	got := map[string][]string{}
+	var walk func(prefix string, typ reflect.Type)
+	walk = func(prefix string, typ reflect.Type) {
+		for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
+			typ = typ.Elem()
+		}
+		if typ.Kind() != reflect.Struct {
+			return
+		}
+		for i := 0; i < typ.NumField(); i++ {
+			f := typ.Field(i)
+			tag := f.Tag.Get("toml")
+			got[prefix] = append(got[prefix], tag)
+			walk(strings.TrimPrefix(prefix+"."+tag, "."), f.Type)
+		}
+	}
+	walk("", reflect.TypeOf(file{}))
+	if !reflect.DeepEqual(got, knownKeys) {
+		t.Errorf("knownKeys is out of date:\n got %v\nwant %v", knownKeys, got)
+	}
+	// And the structs decode a full file strictly.
+	var f file
+	if err := toml.Unmarshal([]byte(base), &f); err != nil {
+		t.Fatal(err)
+	}
+}

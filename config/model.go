@@ -1,0 +1,191 @@
+// Package config reads signpost's TOML file and turns it into one immutable,
+// fully validated and fully derived *Model: zones with every record, and the
+// exact bytes of every Matrix discovery document. Both servers answer from a
+// Model and nothing else, so DNS and HTTP cannot disagree.
+//
+// config does no I/O beyond reading the file it is given: no sockets, no
+// goroutines, no logging. It imports nothing of signpost's.
+package config
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Model is everything signpost serves, derived once from one configuration
+// file. It is never modified after Load or Parse returns it; a reload builds a
+// new Model and the servers swap a pointer.
+type Model struct {
+	// Path is the file the model was read from, as given to Load or Parse.
+	Path string
+
+	DNS  DNS
+	HTTP HTTP
+	ACME ACME
+
+	// Zones holds every zone signpost is authoritative for, sorted by origin
+	// in canonical DNS order.
+	Zones []*Zone
+
+	// Delegations holds one entry per [[delegation]], in file order.
+	Delegations []*Delegation
+
+	// Warnings are problems that do not stop the file from being served
+	// (a server name outside every zone, an unnamespaced client_extra key).
+	Warnings []*Problem
+
+	byServerName map[string]*Delegation
+}
+
+// DNS is the [dns] table.
+type DNS struct {
+	// Listen lists host:port addresses; each is served over UDP and TCP.
+	Listen []string
+	// Nameservers are the zones' NS targets: fully qualified, lower case,
+	// with a trailing dot.
+	Nameservers []string
+	// Hostmaster is the SOA RNAME in domain form ("hostmaster.example.com.").
+	Hostmaster string
+	// TTL is the TTL in seconds of every derived record.
+	TTL uint32
+}
+
+// HTTP is the [http] table.
+type HTTP struct {
+	// Listen is the HTTPS listen address.
+	Listen string
+	// PlainListen is the plain HTTP listen address (ACME HTTP-01, documents
+	// for a proxy in front, redirect to https for everything else).
+	PlainListen string
+	// RootRedirect is where "/" redirects; empty means "/" is 404.
+	RootRedirect string
+	// ServerMaxAge is the Cache-Control max-age of /.well-known/matrix/server.
+	ServerMaxAge time.Duration
+	// ClientMaxAge is the Cache-Control max-age of /client and /support.
+	ClientMaxAge time.Duration
+}
+
+// ACME is the [acme] table.
+type ACME struct {
+	// Mode is ModeACME or ModeSelfSigned.
+	Mode string
+	// Email is the ACME account contact.
+	Email string
+	// Directory is the ACME directory URL.
+	Directory string
+	// Challenges lists the offered challenge types, from ChallengeHTTP01,
+	// ChallengeTLSALPN01 and ChallengeDNS01, in the order written.
+	Challenges []string
+	// CARoot is the path of an extra PEM root to trust for the ACME server;
+	// empty means the system roots only.
+	CARoot string
+	// Storage is the directory for certificates, keys and the ACME account.
+	Storage string
+	// Names are extra certificate names beyond the served server names.
+	Names []string
+}
+
+// Values of ACME.Mode and ACME.Challenges.
+const (
+	ModeACME       = "acme"
+	ModeSelfSigned = "self-signed"
+
+	ChallengeHTTP01    = "http-01"
+	ChallengeTLSALPN01 = "tls-alpn-01"
+	ChallengeDNS01     = "dns-01"
+)
+
+// Zone is one zone signpost is authoritative for.
+type Zone struct {
+	// Origin is the zone apex: lower case, fully qualified, trailing dot.
+	Origin string
+	// Addresses are this host's public addresses, published at every server
+	// name inside the zone and as glue for in-zone nameservers that have no
+	// address records of their own.
+	Addresses []netip.Addr
+	// SOA is the zone's SOA record; it is also Records[0].
+	SOA *dns.SOA
+	// Records is every record of the zone: the SOA first, then the rest in
+	// canonical order (owner name, then type, then rdata). Owner names are
+	// lower case and fully qualified.
+	Records []dns.RR
+
+	hash [32]byte // content hash without the serial, for serial bumps
+}
+
+// Delegation is one [[delegation]]: a Matrix server name and where it is
+// served.
+type Delegation struct {
+	// ServerName is the name in user IDs: lower case, no trailing dot, no port.
+	ServerName string
+	// Server is the m.server value, host:port.
+	Server string
+	// Client is m.homeserver.base_url, without a trailing slash.
+	Client string
+	// IdentityServer is m.identity_server.base_url; empty when not set.
+	IdentityServer string
+	// SRVFallback says whether _matrix-fed._tcp.<ServerName> is published.
+	SRVFallback bool
+	// Zone is the zone that holds ServerName, or nil when the name is outside
+	// every zone (documents only, scenario S3).
+	Zone *Zone
+
+	// ServerDoc, ClientDoc and SupportDoc are the exact bytes served at
+	// /.well-known/matrix/server, /client and /support. SupportDoc is nil
+	// when no support document is configured: serve 404 then.
+	ServerDoc  []byte
+	ClientDoc  []byte
+	SupportDoc []byte
+
+	srvTarget string // host of Server, for the SRV fallback
+	srvPort   uint16
+}
+
+// Delegation returns the delegation for a server name, matched
+// case-insensitively; a trailing dot is ignored. It returns nil if there is
+// none.
+func (m *Model) Delegation(serverName string) *Delegation {
+	serverName = strings.TrimSuffix(serverName, ".")
+	if d, ok := m.byServerName[serverName]; ok {
+		return d
+	}
+	return m.byServerName[strings.ToLower(serverName)]
+}
+
+// ZoneFor returns the deepest zone whose origin is name or an ancestor of
+// name, or nil if name is outside every zone. name is matched
+// case-insensitively and may omit the trailing dot.
+func (m *Model) ZoneFor(name string) *Zone {
+	name = dns.CanonicalName(name)
+	var best *Zone
+	for _, z := range m.Zones {
+		if dns.IsSubDomain(z.Origin, name) && (best == nil || len(z.Origin) > len(best.Origin)) {
+			best = z
+		}
+	}
+	return best
+}
+
+// CertificateNames returns the names this host needs certificates for: every
+// server name inside a zone that has addresses (so its A/AAAA point here), then
+// ACME.Names, without duplicates.
+func (m *Model) CertificateNames() []string {
+	var names []string
+	seen := map[string]bool{}
+	for _, d := range m.Delegations {
+		if d.Zone != nil && len(d.Zone.Addresses) > 0 && !seen[d.ServerName] {
+			seen[d.ServerName] = true
+			names = append(names, d.ServerName)
+		}
+	}
+	for _, n := range m.ACME.Names {
+		if !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	return names
+}
