@@ -230,7 +230,7 @@ func buildZones(ps *problems, f *file, m *Model, ttl uint32) []*zoneBuild {
 	for i, zt := range f.Zone {
 		key := fmt.Sprintf("zone[%d]", i)
 		origin := strings.ToLower(strings.TrimSuffix(zt.Origin, "."))
-		if p := hostnameProblem(origin); p != "" {
+		if p := originProblem(origin); p != "" {
 			if zt.Origin == "" {
 				ps.errorf(key+".origin", "missing; write the delegated zone, e.g. origin = \"chat.example.com\"")
 			} else {

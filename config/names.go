@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/miekg/dns"
 )
 
 // The Matrix server-name grammar (Appendices, "Server Name"):
@@ -49,6 +51,21 @@ func hostnameProblem(s string) string {
 		case label[0] == '-' || label[len(label)-1] == '-':
 			return fmt.Sprintf("has the label %q, which starts or ends with \"-\"", label)
 		}
+	}
+	return ""
+}
+
+// originProblem checks a zone origin. Zones are DNS names, not host names,
+// so underscores are fine (S3 delegates "_matrix-fed._tcp.example.com").
+func originProblem(s string) string {
+	if s == "" {
+		return "is empty"
+	}
+	if p := schemeProblem(s, "the zone name"); p != "" {
+		return p
+	}
+	if _, ok := dns.IsDomainName(s); !ok || strings.Contains(s, "..") || strings.HasPrefix(s, ".") {
+		return "is not a valid DNS name; write e.g. \"chat.example.com\""
 	}
 	return ""
 }

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestImports holds the architecture in place: every package depends on
+// config and nothing else of ours, so the servers cannot grow into each
+// other (DESIGN.md, "Arrows point toward config").
+func TestImports(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("go command not on PATH: cannot list dependencies")
+	}
+	const mod = "github.com/signpost-dev/signpost/"
+	rules := map[string]struct {
+		allowed []string
+		why     string
+	}{
+		"config":     {nil, "config is the model; it depends on nothing of ours"},
+		"dnsserver":  {[]string{"config"}, "servers answer from the model and never know about each other"},
+		"httpserver": {[]string{"config"}, "httpserver gets certificates as a *tls.Config and never imports acme or certmagic's users"},
+		"acme":       {[]string{"config"}, "acme declares the TXT store it needs; main hands it dnsserver"},
+		"probe":      {[]string{"config"}, "probe looks at the world from outside, like a remote server"},
+	}
+	for pkg, rule := range rules {
+		out, err := exec.Command("go", "list", "-deps", "./"+pkg).CombinedOutput()
+		if err != nil {
+			if strings.Contains(string(out), "no Go files") || strings.Contains(string(out), "cannot find") || strings.Contains(string(out), "directory not found") {
+				continue // not written yet
+			}
+			t.Fatalf("go list -deps ./%s: %v\n%s", pkg, err, out)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			ours, ok := strings.CutPrefix(dep, mod)
+			if !ok || ours == pkg {
+				continue
+			}
+			allowed := false
+			for _, a := range rule.allowed {
+				allowed = allowed || ours == a
+			}
+			if !allowed {
+				t.Errorf("%s imports %s: not allowed, because %s", pkg, ours, rule.why)
+			}
+		}
+		if pkg == "httpserver" && strings.Contains(string(out), "github.com/caddyserver/certmagic") {
+			t.Errorf("httpserver imports certmagic: the ACME HTTP-01 hook comes in as func(http.Handler) http.Handler")
+		}
+	}
+}
