@@ -51,6 +51,10 @@ func build(ps *problems, f *file, o Options) *Model {
 	buildACME(ps, f, m)
 	zones := buildZones(ps, f, m, ttl)
 	buildDelegations(ps, f, m)
+	m.DNS.Catalog = parseCatalog(ps, f.DNS.Catalog)
+	buildKeys(ps, f, m)
+	buildSecondaries(ps, f, m)
+	buildUpdates(ps, f, m)
 	// Derive even when there are errors already: the parts that are valid
 	// may still conflict, and the user should hear about everything at once.
 	deriveRecords(ps, m, zones, ttl)
@@ -58,8 +62,9 @@ func build(ps *problems, f *file, o Options) *Model {
 		return m
 	}
 	for _, z := range zones {
-		z.finish(m, o)
+		z.finish(m, o, m.DNS.Nameservers)
 	}
+	buildCatalog(ps, m, o)
 	return m
 }
 
@@ -643,7 +648,7 @@ func checkZone(ps *problems, z *zoneBuild) {
 }
 
 // finish sorts the zone, builds its SOA and picks its serial.
-func (z *zoneBuild) finish(m *Model, o Options) {
+func (z *zoneBuild) finish(m *Model, o Options, nameservers []string) {
 	rrs := make([]dns.RR, 0, len(z.records)+1)
 	for _, s := range z.records {
 		rrs = append(rrs, s.rr)
@@ -655,7 +660,7 @@ func (z *zoneBuild) finish(m *Model, o Options) {
 	}
 	soa := &dns.SOA{
 		Hdr:     dns.RR_Header{Name: z.Origin, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: m.DNS.TTL},
-		Ns:      m.DNS.Nameservers[0],
+		Ns:      nameservers[0],
 		Mbox:    mbox,
 		Refresh: soaRefresh,
 		Retry:   soaRetry,
@@ -680,6 +685,9 @@ func (z *zoneBuild) finish(m *Model, o Options) {
 				soa.Serial = prev.SOA.Serial + 1
 			}
 		}
+	}
+	if floor, ok := o.Floor[z.Origin]; ok && int32(soa.Serial-floor) <= 0 {
+		soa.Serial = floor + 1
 	}
 	z.SOA = soa
 	z.Records = append([]dns.RR{soa}, rrs...)

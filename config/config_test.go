@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -162,6 +163,28 @@ func TestProblems(t *testing.T) {
 				`signpost.toml:15: delegation[1].server: missing; write where the homeserver's federation listener is, with its port, e.g. server = "matrix.example.com:443"`,
 				`signpost.toml:15: delegation[1].client: missing; write the homeserver's client URL, e.g. client = "https://matrix.example.com"`,
 			}},
+		{"key problems", base + "[[key]]\nname = \"xfr\"\nalgorithm = \"hmac-md5\"\nsecret = \"c2VjcmV0\"\n[[key]]\nname = \"b\"\nsecret = \"c2VjcmV0\"\n[[key]]\nname = \"c\"\nsecret = \"not base64!\"\n[[key]]\nname = \"d\"\nsecret_file = \"/nonexistent/d.key\"\n",
+			[]string{
+				`signpost.toml:17: key[0].algorithm: "hmac-md5" is not supported; use "hmac-sha256" (default) or "hmac-sha512"`,
+				`signpost.toml:21: key[1].secret: is 6 bytes; use at least 16 random bytes (` + "`openssl rand -base64 32`" + `)`,
+				`signpost.toml:24: key[2].secret: is not base64; generate one with ` + "`openssl rand -base64 32`",
+				`signpost.toml:27: key[3].secret_file: cannot be read (open /nonexistent/d.key: no such file or directory); write the path of a file holding the base64 secret`,
+			}},
+		{"secondary and update problems", base + "[[secondary]]\naddress = \"ns2.example.net\"\n[[secondary]]\naddress = \"198.51.100.53\"\nkey = \"nokey\"\n[[secondary]]\naddress = \"198.51.100.54\"\nzones = [\"other.example\"]\n[[update]]\nkey = \"nokey\"\n[[update]]\n",
+			[]string{
+				`signpost.toml:16: secondary[0].address: "ns2.example.net" is not an IP address; write the secondary's address, e.g. "198.51.100.53" or "198.51.100.53:53"`,
+				`signpost.toml:19: secondary[1].key: "nokey" is not a [[key]] name; define it or fix the name`,
+				`signpost.toml:22: secondary[2].zones[0]: "other.example" is not a zone of this file; list origins of [[zone]] tables`,
+				`signpost.toml:24: update[0].key: "nokey" is not a [[key]] name; define it or fix the name`,
+				`signpost.toml:25: update[1].key: missing; updates are accepted only when signed, so name a [[key]]`,
+			}},
+		{"update name outside zones", base + "[[key]]\nname = \"hs\"\nsecret = \"MDEyMzQ1Njc4OWFiY2RlZg==\"\n[[update]]\nkey = \"hs\"\nnames = [\"example.org\", \"Bad_Name\"]\n",
+			[]string{
+				`signpost.toml:20: update[0].names[0]: "example.org" is outside every zone, so its _acme-challenge records cannot be served here`,
+				`signpost.toml:20: update[0].names[1]: "Bad_Name" contains '_'; only letters, digits, "-" and "." are allowed (IDNs in their xn-- form)`,
+			}},
+		{"catalog inside a zone", strings.Replace(base, "[dns]", "[dns]\ncatalog = \"catalog.chat.example.com\"", 1),
+			[]string{`signpost.toml:3: dns.catalog: "catalog.chat.example.com." is inside a zone signpost serves; use a name of its own such as "catalog.signpost.invalid"`}},
 		{"document too large", base + "client_extra = { \"org.example.big\" = \"" + strings.Repeat("x", 17000) + "\" }\n",
 			[]string{`signpost.toml:15: delegation[0].client_extra: makes a document of 17080 bytes; keep it under 16384 (Synapse rejects over 50 KiB, and clients fetch it on every login)`}},
 	}
@@ -344,5 +367,80 @@ func TestKnownKeys(t *testing.T) {
 	var f file
 	if err := toml.Unmarshal([]byte(base), &f); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSecondaries(t *testing.T) {
+	text := strings.Replace(base, "[dns]", "[dns]\ncatalog = \"catalog.signpost.invalid\"", 1) + `
+[[zone]]
+origin = "other.example"
+[[key]]
+name = "XFR.example.com."
+secret = "MDEyMzQ1Njc4OWFiY2RlZg=="
+[[key]]
+name = "hs.example.com"
+algorithm = "hmac-sha512"
+secret = "MDEyMzQ1Njc4OWFiY2RlZg=="
+[[secondary]]
+address = "198.51.100.53"
+key = "xfr.example.com"
+[[secondary]]
+address = "[2001:db8::53]:5353"
+zones = ["other.example."]
+[[update]]
+key = "hs.example.com"
+names = ["chat.example.com", "*.chat.example.com"]
+`
+	m, err := parse(t, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xfr := m.Key("xfr.example.com")
+	if xfr == nil || xfr.Name != "xfr.example.com." || xfr.Algorithm != "hmac-sha256." {
+		t.Fatalf("Key(xfr.example.com) = %+v", xfr)
+	}
+	if got := m.TSIGSecrets(); !reflect.DeepEqual(got, map[string]string{"xfr.example.com.": "MDEyMzQ1Njc4OWFiY2RlZg==", "hs.example.com.": "MDEyMzQ1Njc4OWFiY2RlZg=="}) {
+		t.Errorf("TSIGSecrets() = %v", got)
+	}
+	a53, a6 := netip.MustParseAddr("198.51.100.53"), netip.MustParseAddr("2001:db8::53")
+	allowed := []struct {
+		origin string
+		addr   netip.Addr
+		key    string
+		want   bool
+	}{
+		{"chat.example.com.", a53, "xfr.example.com.", true},
+		{"chat.example.com.", a53, "", false},                // its key is required
+		{"chat.example.com.", a53, "hs.example.com.", false}, // and no other key will do
+		{"chat.example.com.", a6, "", false},                 // only copies other.example
+		{"other.example.", a6, "", true},                     // no key configured
+		{"other.example.", netip.MustParseAddr("::ffff:198.51.100.53"), "xfr.example.com.", true},
+		{"catalog.signpost.invalid.", a53, "xfr.example.com.", true},
+		{"chat.example.com.", netip.MustParseAddr("198.51.100.54"), "xfr.example.com.", false},
+	}
+	for _, a := range allowed {
+		if got := m.TransferAllowed(a.origin, a.addr, a.key); got != a.want {
+			t.Errorf("TransferAllowed(%s, %s, %q) = %v, want %v", a.origin, a.addr, a.key, got, a.want)
+		}
+	}
+	if got := m.SecondaryServers[1].Notify.String(); got != "[2001:db8::53]:5353" {
+		t.Errorf("notify address %s", got)
+	}
+	if got := m.Updates[0].Names; !reflect.DeepEqual(got, []string{"_acme-challenge.chat.example.com.", "_acme-challenge.chat.example.com."}) {
+		t.Errorf("update names %q", got)
+	}
+	var cat strings.Builder
+	m.Catalog.WriteMasterFile(&cat)
+	want := "$ORIGIN catalog.signpost.invalid.\n" +
+		"catalog.signpost.invalid.\t3600\tIN\tSOA\tinvalid. hostmaster.example.com. 1767225600 7200 3600 1209600 300\n" +
+		"catalog.signpost.invalid.\t0\tIN\tNS\tinvalid.\n" +
+		"version.catalog.signpost.invalid.\t0\tIN\tTXT\t\"2\"\n" +
+		"a63ced7f31ae2ea2.zones.catalog.signpost.invalid.\t0\tIN\tPTR\tchat.example.com.\n" +
+		"d9088829380cc53a.zones.catalog.signpost.invalid.\t0\tIN\tPTR\tother.example.\n"
+	if cat.String() != want {
+		t.Errorf("catalog:\n%s\nwant:\n%s", cat.String(), want)
+	}
+	if len(m.Warnings) != 1 || !strings.Contains(m.Warnings[0].String(), "secondary[1].key: no key") {
+		t.Errorf("warnings %v", m.Warnings)
 	}
 }

@@ -19,6 +19,10 @@ type Options struct {
 	// content did not change keeps its serial; one that changed gets a serial
 	// above the previous one even if the clock went backwards.
 	Previous *Model
+	// Floor holds, per origin, the last serial served before a restart
+	// (the servers persist it). Every new serial is above it, so secondaries
+	// never see the serial go backwards.
+	Floor map[string]uint32
 }
 
 // Load reads path and returns the model it describes. When the file is
@@ -96,14 +100,17 @@ func tableOf(key []string) string {
 // knownKeys lists the keys of each table, for "did you mean" hints. It must
 // follow the toml tags below; TestKnownKeys checks that it does.
 var knownKeys = map[string][]string{
-	"":                            {"dns", "http", "acme", "zone", "delegation"},
-	"dns":                         {"listen", "nameservers", "hostmaster", "ttl"},
+	"":                            {"dns", "http", "acme", "zone", "delegation", "key", "secondary", "update"},
+	"dns":                         {"listen", "nameservers", "hostmaster", "ttl", "catalog"},
 	"http":                        {"listen", "plain_listen", "root_redirect", "server_max_age", "client_max_age"},
 	"acme":                        {"email", "directory", "challenges", "ca_root", "storage", "mode", "names"},
 	"zone":                        {"origin", "addresses", "records"},
 	"delegation":                  {"server_name", "server", "client", "identity_server", "srv_fallback", "client_extra", "support"},
 	"delegation.support":          {"page", "contacts"},
 	"delegation.support.contacts": {"matrix_id", "email", "role"},
+	"key":                         {"name", "algorithm", "secret", "secret_file"},
+	"secondary":                   {"address", "key", "zones"},
+	"update":                      {"key", "names"},
 }
 
 // file is the TOML document as written; build turns it into a Model.
@@ -113,6 +120,9 @@ type file struct {
 	ACME       acmeTable         `toml:"acme"`
 	Zone       []zoneTable       `toml:"zone"`
 	Delegation []delegationTable `toml:"delegation"`
+	Key        []keyTable        `toml:"key"`
+	Secondary  []secondaryTable  `toml:"secondary"`
+	Update     []updateTable     `toml:"update"`
 }
 
 type dnsTable struct {
@@ -120,6 +130,7 @@ type dnsTable struct {
 	Nameservers []string `toml:"nameservers"`
 	Hostmaster  string   `toml:"hostmaster"`
 	TTL         string   `toml:"ttl"`
+	Catalog     string   `toml:"catalog"`
 }
 
 type httpTable struct {

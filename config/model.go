@@ -33,6 +33,16 @@ type Model struct {
 	// Delegations holds one entry per [[delegation]], in file order.
 	Delegations []*Delegation
 
+	// Keys are the TSIG keys ([[key]]), SecondaryServers the servers that
+	// copy zones ([[secondary]]), Updates what each key may change by
+	// UPDATE ([[update]]).
+	Keys             []*TSIGKey
+	SecondaryServers []*Secondary
+	Updates          []*UpdatePolicy
+	// Catalog is the RFC 9432 catalog zone listing every zone, offered to
+	// secondaries by transfer only; nil unless dns.catalog is set.
+	Catalog *Zone
+
 	// Warnings are problems that do not stop the file from being served
 	// (a server name outside every zone, an unnamespaced client_extra key).
 	Warnings []*Problem
@@ -51,6 +61,8 @@ type DNS struct {
 	Hostmaster string
 	// TTL is the TTL in seconds of every derived record.
 	TTL uint32
+	// Catalog is the origin of the catalog zone (fully qualified), or "".
+	Catalog string
 }
 
 // HTTP is the [http] table.
