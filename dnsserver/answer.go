@@ -1,0 +1,221 @@
+package dnsserver
+
+import (
+	"github.com/miekg/dns"
+)
+
+// Sections in the order they are encoded. The split ones follow NSD: NS
+// records added to a positive answer are optional authority, and additional
+// records go A first, then AAAA, so a small client still gets IPv4 glue.
+type section uint8
+
+const (
+	secAnswer section = iota
+	secAuthority
+	secOptAuthority
+	secAddA
+	secAddAAAA
+	secCount
+)
+
+// maxChase bounds CNAME chasing inside our zones; a loop stops earlier when
+// an RRset comes round again.
+const maxChase = 16
+
+type entry struct {
+	sec   section
+	owner string // the owner to write: differs from set.name for wildcard answers
+	set   *rrset
+	// glue is in-domain referral glue: if it does not fit, the response
+	// is truncated rather than sent without it (RFC 9471).
+	glue bool
+}
+
+// answer is a response being assembled, as RRsets per section.
+type answer struct {
+	rcode   int
+	aa      bool
+	refused bool // out of every zone: NSD adds EDE 20 (Not Authoritative)
+	cnames  int
+	entries []entry
+}
+
+// add puts set (owned by owner) in sec unless it is already in the answer,
+// in which case it moves to the earlier section. It reports whether the set
+// was new. Additional processing for NS, MX and SRV follows NSD's add_rrset.
+func (a *answer) add(z *zone, sec section, owner string, set *rrset) bool {
+	for i := range a.entries {
+		if a.entries[i].set == set && a.entries[i].owner == owner {
+			if sec < a.entries[i].sec {
+				a.entries[i].sec = sec
+				return true
+			}
+			return false
+		}
+	}
+	a.entries = append(a.entries, entry{sec: sec, owner: owner, set: set})
+	switch set.typ {
+	case dns.TypeNS:
+		a.additional(z, set, true)
+	case dns.TypeMX, dns.TypeSRV:
+		a.additional(z, set, false)
+	}
+	return true
+}
+
+// additional adds the A and AAAA records of the names set points to, when
+// they are in zone z. Glue (names at or below a zone cut) is only added for
+// NS sets.
+func (a *answer) additional(z *zone, set *rrset, allowGlue bool) {
+	for _, rr := range set.rrs {
+		var target string
+		switch rr := rr.(type) {
+		case *dns.NS:
+			target = rr.Ns
+		case *dns.MX:
+			target = rr.Mx
+		case *dns.SRV:
+			target = rr.Target
+		}
+		target = lower(target)
+		if !dns.IsSubDomain(z.origin, target) {
+			continue
+		}
+		nd, exact := z.closestEncloser(target)
+		if !exact {
+			// A target that only exists through a wildcard gets the
+			// wildcard's addresses under its own name (NSD does this too).
+			w := z.nodes["*."+nd.name]
+			if w == nil {
+				continue
+			}
+			nd = w
+		}
+		if !allowGlue && z.findCut(target) != nil {
+			continue
+		}
+		if s := nd.get(dns.TypeA); s != nil {
+			a.add(z, secAddA, target, s)
+		}
+		if s := nd.get(dns.TypeAAAA); s != nil {
+			a.add(z, secAddAAAA, target, s)
+		}
+	}
+}
+
+// resolve answers qname/qtype from ix into a. qname is lower case. It
+// follows NSD's answer_lookup_zone: find the zone, then the closest
+// encloser, then a delegation above it, then exact match, wildcard or
+// NXDOMAIN.
+func (ix *index) resolve(a *answer, qname string, qtype uint16) {
+	z := ix.zoneFor(qname)
+	if z == nil {
+		if a.cnames == 0 {
+			a.rcode = dns.RcodeRefused
+			a.refused = true
+		}
+		return
+	}
+	nd, exact := z.closestEncloser(qname)
+	if exact && qtype == dns.TypeDS && nd == z.apex {
+		// The parent zone answers DS; we never serve the parent (zones do
+		// not nest), so this zone says it has none (RFC 4035 §3.1.4.1).
+		a.aa = true
+		a.nodata(z)
+		return
+	}
+	if cut := nd.cut; cut != nil && !(exact && qtype == dns.TypeDS && nd == cut) {
+		// Referral: not authoritative, unless we got here through an
+		// authoritative CNAME.
+		a.aa = a.cnames > 0
+		before := len(a.entries)
+		a.add(z, secAuthority, cut.name, cut.get(dns.TypeNS))
+		for i := before; i < len(a.entries); i++ {
+			if e := &a.entries[i]; e.sec >= secAddA && dns.IsSubDomain(cut.name, e.owner) {
+				e.glue = true
+			}
+		}
+		return
+	}
+	a.aa = true
+	owner := qname
+	if !exact {
+		w := z.nodes["*."+nd.name]
+		if w == nil {
+			a.rcode = dns.RcodeNameError
+			a.add(z, secAuthority, z.origin, z.negSOA)
+			return
+		}
+		nd = w // RFC 4592: synthesize from the wildcard, owner is qname
+	}
+	ix.answerNode(a, z, nd, owner, qtype)
+}
+
+func (a *answer) nodata(z *zone) {
+	a.add(z, secAuthority, z.origin, z.negSOA)
+}
+
+func (ix *index) answerNode(a *answer, z *zone, nd *node, owner string, qtype uint16) {
+	if qtype == dns.TypeANY {
+		// RFC 8482 §4.1: one RRset. NSD's choice: the first of the small,
+		// popular types, else the last other type, else DNSSEC data.
+		var preferred, normal, other *rrset
+		for _, s := range nd.sets {
+			switch s.typ {
+			case dns.TypeA, dns.TypeAAAA, dns.TypeSOA, dns.TypeMX, dns.TypePTR:
+				preferred = s
+			case dns.TypeDNSKEY, dns.TypeRRSIG, dns.TypeNSEC:
+				other = s
+			default:
+				normal = s
+			}
+			if preferred != nil {
+				break
+			}
+		}
+		switch {
+		case preferred != nil:
+			a.add(z, secAnswer, owner, preferred)
+		case normal != nil:
+			a.add(z, secAnswer, owner, normal)
+		case other != nil:
+			a.add(z, secAnswer, owner, other)
+		default:
+			a.nodata(z)
+		}
+		return
+	}
+	if s := nd.get(qtype); s != nil {
+		a.add(z, secAnswer, owner, s)
+	} else if s := nd.get(dns.TypeCNAME); s != nil {
+		if a.add(z, secAnswer, owner, s) && a.cnames < maxChase {
+			a.cnames++
+			ix.resolve(a, lower(s.rrs[0].(*dns.CNAME).Target), qtype)
+		}
+		return
+	} else {
+		a.nodata(z)
+		return
+	}
+	// NSD leaves the apex NS out for DNSKEY and DS, whose sets are large.
+	if z.ns != nil && qtype != dns.TypeDNSKEY && qtype != dns.TypeDS {
+		a.add(z, secOptAuthority, z.origin, z.ns)
+	}
+}
+
+// lower returns s with ASCII letters in lower case, without allocating when
+// it already is.
+func lower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; 'A' <= c && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}

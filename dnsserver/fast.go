@@ -1,0 +1,382 @@
+package dnsserver
+
+import (
+	"bytes"
+	"encoding/binary"
+
+	"github.com/miekg/dns"
+)
+
+// The fast path answers a UDP query by copying a reply packed when the index
+// was built, then patching in the query's ID, RD bit, DO bit and question
+// bytes (the client's 0x20 spelling). Replies are packed by respond, the full
+// path, from a lower-case query with ID 0, so both paths give the same bytes;
+// fast_test.go checks that for every precomputed reply. Anything the fast
+// path does not recognise returns nil and goes the full path.
+
+// fastIndex holds the precomputed replies of one index.
+type fastIndex struct {
+	// table maps a lower-case wire-format name followed by the big-endian
+	// qtype to the replies for that question.
+	table map[string]*fastEntry
+	// zones maps a lower-case wire-format origin to what negative answers
+	// in the zone need.
+	zones         map[string]*fastZone
+	maxZoneLabels int
+	refused       [2]template // no EDNS, EDNS: REFUSED for names outside every zone
+}
+
+type fastEntry struct {
+	plain []byte // the reply without EDNS (512-byte limit)
+	edns  []byte // the reply with our OPT, DO clear, at the 1232-byte limit
+	// ednsComplete says edns lost nothing to the limit, so it is also the
+	// reply for any smaller limit it fits in.
+	ednsComplete bool
+}
+
+// fastZone is one zone's part of the fast path: its precomputed replies,
+// and what NXDOMAIN and NODATA need for names that have none.
+type fastZone struct {
+	origin string                // lower-case wire format
+	table  map[string]*fastEntry // as fastIndex.table
+	names  map[string]uint8      // every existing name (lower-case wire) → flags
+	neg    [2]template           // SOA in authority, without and with OPT
+	// clash lists the labels right above the origin of SOA MNAME/RNAME
+	// names inside the zone: a query name under the same label would let
+	// miekg/dns compress differently from the template.
+	clash [][]byte
+}
+
+const (
+	// flagComplex: an exact match needs the full path (CNAME, zone cut).
+	flagComplex uint8 = 1 << iota
+	// flagNoNX: as the closest encloser of a missing name, it does not
+	// make NXDOMAIN (a wildcard below, or a zone cut).
+	flagNoNX
+)
+
+// template is what follows the question in a reply, with the offsets of
+// the compression pointers that must move by the distance from the start
+// of the query name to the start of the origin.
+type template struct {
+	header [12]byte // ID zero, QDCOUNT 1
+	body   []byte
+	ptrs   []int
+	doPos  int // offset in body of the OPT flags byte, -1 without OPT
+}
+
+// fastChars marks the bytes the fast path lets through in a label: those
+// miekg/dns writes as themselves in presentation format. Anything else takes
+// the full path.
+var fastChars = func() (t [256]byte) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = byte(c)
+		t[c-'a'+'A'] = byte(c)
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c)
+	}
+	t['-'], t['_'], t['*'] = '-', '_', '*'
+	return t
+}()
+
+// commonTypes get a table entry at names whose every answer needs the full
+// path (CNAMEs, referrals): the types resolvers ask for most.
+var commonTypes = []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypeTXT, dns.TypeMX,
+	dns.TypeNS, dns.TypeCNAME, dns.TypeSOA, dns.TypeHTTPS, dns.TypeCAA, dns.TypeDS}
+
+// buildFast gathers the precomputed replies of every zone.
+func buildFast(ix *index) *fastIndex {
+	f := &fastIndex{zones: map[string]*fastZone{}, maxZoneLabels: ix.maxZoneLabels}
+	f.refused[0] = refusedTemplate(false)
+	f.refused[1] = refusedTemplate(true)
+	n := 0
+	for _, z := range ix.zones {
+		n += len(z.fast.table)
+	}
+	f.table = make(map[string]*fastEntry, n)
+	for _, z := range ix.zones {
+		for k, e := range z.fast.table {
+			f.table[k] = e
+		}
+		f.zones[z.fast.origin] = z.fast
+	}
+	return f
+}
+
+// buildFastZone precomputes the replies for the names of z. It runs once all
+// zones are in ix, since a CNAME may lead into another zone.
+func (ix *index) buildFastZone(z *zone) *fastZone {
+	var wire [256]byte
+	fz := &fastZone{names: map[string]uint8{}, table: map[string]*fastEntry{}}
+	for _, nd := range z.nodes {
+		var fl uint8
+		if nd.cut != nil {
+			fl |= flagComplex | flagNoNX
+		}
+		if nd.get(dns.TypeCNAME) != nil {
+			fl |= flagComplex
+		}
+		if z.nodes["*."+nd.name] != nil {
+			fl |= flagNoNX
+		}
+		n, err := dns.PackDomainName(nd.name, wire[:], 0, nil, false)
+		if err != nil {
+			continue
+		}
+		fz.names[string(wire[:n])] = fl
+		types := []uint16{dns.TypeANY}
+		for _, s := range nd.sets {
+			types = append(types, s.typ)
+		}
+		if fl&flagComplex != 0 {
+			types = append(types, commonTypes...)
+		}
+		for _, t := range types {
+			key := string(append(wire[:n:n], byte(t>>8), byte(t)))
+			if fz.table[key] == nil {
+				fz.table[key] = ix.precompute(nd.name, t)
+			}
+		}
+	}
+	soa := z.soa.rrs[0].(*dns.SOA)
+	for _, name := range []string{lower(soa.Ns), lower(soa.Mbox)} {
+		if name != z.origin && dns.IsSubDomain(z.origin, name) {
+			labels := dns.SplitDomainName(name)
+			label := labels[len(labels)-dns.CountLabel(z.origin)-1]
+			fz.clash = append(fz.clash, append([]byte{byte(len(label))}, label...))
+		}
+	}
+	fz.neg[0] = negTemplate(z, false)
+	fz.neg[1] = negTemplate(z, true)
+	n, _ := dns.PackDomainName(z.origin, wire[:], 0, nil, false)
+	fz.origin = string(wire[:n])
+	return fz
+}
+
+// precompute packs the replies to name/qtype through the full path.
+func (ix *index) precompute(name string, qtype uint16) *fastEntry {
+	req := new(dns.Msg)
+	req.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: dns.ClassINET}}
+	e := &fastEntry{plain: ix.respond(req, false, nil)}
+	req.SetEdns0(udpSize, false)
+	e.edns = ix.respond(req, false, nil)
+	e.ednsComplete = bytes.Equal(e.edns, ix.respond(req, true, nil))
+	return e
+}
+
+// negTemplate packs the SOA-in-authority part of NXDOMAIN and NODATA
+// replies for a query at the origin itself.
+func negTemplate(z *zone, edns bool) template {
+	m := new(dns.Msg)
+	m.Response, m.Authoritative, m.Compress = true, true, true
+	m.Question = []dns.Question{{Name: z.origin, Qtype: dns.TypeA, Qclass: dns.ClassINET}}
+	m.Ns = z.negSOA.rrs
+	if edns {
+		m.Extra = []dns.RR{&dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: udpSize}}}
+	}
+	return makeTemplate(m)
+}
+
+func refusedTemplate(edns bool) template {
+	m := new(dns.Msg)
+	m.Response = true
+	m.Rcode = dns.RcodeRefused
+	m.Question = []dns.Question{{Name: ".", Qtype: dns.TypeA, Qclass: dns.ClassINET}}
+	if edns {
+		m.Extra = []dns.RR{&dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: udpSize},
+			Option: []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: edeNotAuthoritative}}}}
+	}
+	return makeTemplate(m)
+}
+
+// makeTemplate packs m and splits it after the question, noting where the
+// compression pointers and the OPT flags are.
+func makeTemplate(m *dns.Msg) template {
+	b, err := m.Pack()
+	if err != nil {
+		panic("dnsserver: packing a reply template: " + err.Error()) // our own data: a bug
+	}
+	off := 12
+	off = skipName(b, off, nil) + 4
+	t := template{body: b[off:], doPos: -1}
+	copy(t.header[:], b[:12])
+	t.header[3] &^= 0x0F // rcode is set per reply
+	pos := 0
+	for range len(m.Ns) + len(m.Extra) {
+		rrStart := pos
+		pos = skipName(t.body, pos, &t.ptrs)
+		typ := binary.BigEndian.Uint16(t.body[pos:])
+		rdlen := int(binary.BigEndian.Uint16(t.body[pos+8:]))
+		pos += 10
+		switch typ {
+		case dns.TypeSOA:
+			p := skipName(t.body, pos, &t.ptrs)
+			skipName(t.body, p, &t.ptrs)
+		case dns.TypeOPT:
+			t.doPos = rrStart + 1 + 6 // root name, type, class, extended rcode, version
+		}
+		pos += rdlen
+	}
+	return t
+}
+
+// skipName returns the offset after the name at off in b, appending the
+// offsets of compression pointers to ptrs.
+func skipName(b []byte, off int, ptrs *[]int) int {
+	for {
+		l := int(b[off])
+		switch {
+		case l == 0:
+			return off + 1
+		case l&0xC0 == 0xC0:
+			if ptrs != nil {
+				*ptrs = append(*ptrs, off)
+			}
+			return off + 2
+		default:
+			off += 1 + l
+		}
+	}
+}
+
+// scratch is one reader's working memory for the fast path.
+type scratch struct {
+	key    [256 + 2]byte
+	labels [128]int
+}
+
+// reply answers pkt into out[:0] from precomputed data, or returns nil if
+// pkt needs the full path. It never allocates.
+func (f *fastIndex) reply(pkt, out []byte, sc *scratch) []byte {
+	if len(pkt) < 12+1+4 || pkt[2]&^0x01 != 0 || pkt[3]&0x0F != 0 ||
+		pkt[4] != 0 || pkt[5] != 1 || pkt[6]|pkt[7]|pkt[8]|pkt[9]|pkt[10] != 0 || pkt[11] > 1 {
+		return nil // only plain queries: opcode QUERY, one question, no records but OPT
+	}
+	off, k, nl := 12, 0, 0
+	for {
+		l := int(pkt[off])
+		if l == 0 {
+			break
+		}
+		if l > 63 || off+1+l >= len(pkt) || k+1+l > 254 || nl == len(sc.labels) {
+			return nil
+		}
+		sc.labels[nl] = k
+		nl++
+		sc.key[k] = byte(l)
+		for i := 1; i <= l; i++ {
+			c := fastChars[pkt[off+i]]
+			if c == 0 {
+				return nil
+			}
+			sc.key[k+i] = c
+		}
+		off += 1 + l
+		k += 1 + l
+	}
+	sc.key[k] = 0
+	k++
+	off++
+	if off+4 > len(pkt) {
+		return nil
+	}
+	qtype := binary.BigEndian.Uint16(pkt[off:])
+	if pkt[off+2] != 0 || pkt[off+3] != 1 || qtype == dns.TypeAXFR || qtype == dns.TypeIXFR {
+		return nil
+	}
+	qend := off + 4
+	edns, do, limit := 0, false, minUDPSize
+	if pkt[11] == 1 {
+		o := pkt[qend:]
+		// Root owner, type OPT, version 0, no options.
+		if len(o) != 11 || o[0] != 0 || o[1] != 0 || o[2] != 41 || o[6] != 0 || o[9]|o[10] != 0 {
+			return nil
+		}
+		edns, do = 1, o[7]&0x80 != 0
+		limit = min(max(int(binary.BigEndian.Uint16(o[3:])), minUDPSize), udpSize)
+	} else if qend != len(pkt) {
+		return nil
+	}
+	sc.key[k], sc.key[k+1] = byte(qtype>>8), byte(qtype)
+	if e := f.table[string(sc.key[:k+2])]; e != nil {
+		src := e.plain
+		if edns == 1 {
+			src = e.edns
+			if limit != udpSize && (!e.ednsComplete || len(src) > limit) {
+				return nil
+			}
+		}
+		out = append(out[:0], src...)
+		copy(out, pkt[:2])
+		out[2] |= pkt[2] & 0x01
+		copy(out[12:], pkt[12:qend])
+		if do {
+			out[len(out)-4] |= 0x80
+		}
+		return out
+	}
+	// No entry: a name outside every zone, or NODATA / NXDOMAIN.
+	var fz *fastZone
+	zi := 0
+	for ; zi < nl; zi++ {
+		if nl-zi <= f.maxZoneLabels {
+			if fz = f.zones[string(sc.key[sc.labels[zi]:k])]; fz != nil {
+				break
+			}
+		}
+	}
+	if fz == nil {
+		return f.refused[edns].write(out, pkt, qend, 0, dns.RcodeRefused, do, limit)
+	}
+	if zi > 0 {
+		above := sc.key[sc.labels[zi-1]:sc.labels[zi]]
+		for _, c := range fz.clash {
+			if bytes.Equal(above, c) {
+				return nil
+			}
+		}
+	}
+	for j := 0; j <= zi; j++ {
+		fl, ok := fz.names[string(sc.key[sc.labels[j]:k])]
+		if !ok {
+			continue
+		}
+		rcode := dns.RcodeSuccess
+		if j == 0 {
+			if fl&flagComplex != 0 {
+				return nil
+			}
+		} else {
+			if fl&flagNoNX != 0 {
+				return nil
+			}
+			rcode = dns.RcodeNameError
+		}
+		return fz.neg[edns].write(out, pkt, qend, sc.labels[zi], rcode, do, limit)
+	}
+	return nil // unreachable while the apex is in names
+}
+
+// write builds a reply from the template: the query's ID and RD, rcode, the
+// query's question, and the body with its pointers moved by shift.
+func (t *template) write(out, pkt []byte, qend, shift, rcode int, do bool, limit int) []byte {
+	if 12+(qend-12)+len(t.body) > limit {
+		return nil
+	}
+	out = append(out[:0], t.header[:]...)
+	copy(out, pkt[:2])
+	out[2] |= pkt[2] & 0x01
+	out[3] |= byte(rcode)
+	out = append(out, pkt[12:qend]...)
+	base := len(out)
+	out = append(out, t.body...)
+	for _, p := range t.ptrs {
+		v := binary.BigEndian.Uint16(out[base+p:]) + uint16(shift)
+		binary.BigEndian.PutUint16(out[base+p:], v)
+	}
+	if do && t.doPos >= 0 {
+		out[base+t.doPos] |= 0x80
+	}
+	return out
+}

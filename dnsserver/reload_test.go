@@ -1,0 +1,223 @@
+package dnsserver
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// TestReloadUnderLoad swaps between two models while clients query over
+// UDP and TCP without pause: every query gets a reply, and every reply is
+// exactly one model's answer.
+func TestReloadUnderLoad(t *testing.T) {
+	a := testModel(t, testTOML)
+	b := testModel(t, strings.Replace(testTOML, "hs 300 IN A 198.51.100.7", "hs 300 IN A 198.51.100.8", 1))
+	s := startServer(t, a, Options{})
+	want := map[string]bool{"198.51.100.7": true, "198.51.100.8": true}
+
+	const perClient = 400
+	var wg sync.WaitGroup
+	errs := make(chan string, 8*perClient)
+	for i := range 4 {
+		netw, addr := "udp", s.udp
+		if i%2 == 1 {
+			netw, addr = "tcp", s.tcp
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := &dns.Client{Net: netw, Timeout: 5 * time.Second}
+			for range perClient {
+				q := new(dns.Msg)
+				q.SetQuestion("hs.chat.example.com.", dns.TypeA)
+				r, _, err := cl.Exchange(q, addr)
+				switch {
+				case err != nil:
+					errs <- netw + ": lost query: " + err.Error()
+				case r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1:
+					errs <- netw + ": bad reply: " + r.String()
+				case !want[r.Answer[0].(*dns.A).A.String()]:
+					errs <- netw + ": reply from neither model: " + r.String()
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	swaps := 0
+	for m := a; ; swaps++ {
+		select {
+		case <-done:
+		default:
+			if m == a {
+				m = b
+			} else {
+				m = a
+			}
+			s.SetModel(m)
+			continue
+		}
+		break
+	}
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	t.Logf("%d reloads during %d queries", swaps, 4*perClient)
+	if swaps < 2 {
+		t.Errorf("only %d reloads happened during the load", swaps)
+	}
+	// After the last swap, the last model answers.
+	s.SetModel(b)
+	for _, netw := range []string{"udp", "tcp"} {
+		addr := s.udp
+		if netw == "tcp" {
+			addr = s.tcp
+		}
+		q := new(dns.Msg)
+		q.SetQuestion("hs.chat.example.com.", dns.TypeA)
+		r := exchange(t, netw, addr, q)
+		if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "198.51.100.8" {
+			t.Errorf("%s after reload: %v", netw, r)
+		}
+	}
+}
+
+// TestRecoverServfail breaks an index on purpose: the panic becomes
+// SERVFAIL and a log line, on UDP and TCP, and the server keeps serving.
+func TestRecoverServfail(t *testing.T) {
+	var logs syncBuffer
+	s := startServer(t, testModel(t, testTOML), Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ix := s.ix.Load()
+	// A CNAME RRset with no records cannot come out of config; chasing it
+	// indexes past the end.
+	ix.zones["chat.example.com."].nodes["www.chat.example.com."].get(dns.TypeCNAME).rrs = nil
+	s.ix.Store(ix) // publish the change to the serving goroutines
+	for _, netw := range []string{"udp", "tcp"} {
+		addr := s.udp
+		if netw == "tcp" {
+			addr = s.tcp
+		}
+		q := new(dns.Msg)
+		q.SetQuestion("www.chat.example.com.", 65000) // no precomputed answer
+		q.RecursionDesired = true
+		r := exchange(t, netw, addr, q)
+		if r.Rcode != dns.RcodeServerFailure || r.Id != q.Id || !r.RecursionDesired || len(r.Answer)+len(r.Ns)+len(r.Extra) != 0 {
+			t.Errorf("%s: %v, want a bare SERVFAIL", netw, r)
+		}
+		checkQuery(t, netw, addr, lookupCases[0]) // still serving
+	}
+	if n := strings.Count(logs.String(), "recovered panic"); n != 2 {
+		t.Errorf("%d panic log lines, want 2:\n%s", n, logs.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestListenAndServe opens its own SO_REUSEPORT sockets and serves UDP and
+// TCP on one port; Shutdown makes it return nil.
+func TestListenAndServe(t *testing.T) {
+	s := New(Options{UDPReaders: 2})
+	s.SetModel(testModel(t, testTOML))
+	// A port free for UDP and TCP, as ListenAndServe uses the same port
+	// for both and does not say which one it got for :0.
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	errc := make(chan error, 1)
+	go func() { errc <- s.ListenAndServe(addr) }()
+	cl := &dns.Client{Net: "udp", Timeout: 200 * time.Millisecond}
+	q := query(lookupCases[0])
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if r, _, err := cl.Exchange(q, addr); err == nil {
+			checkReply(t, q, r, lookupCases[0])
+			break
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("ListenAndServe: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ListenAndServe never answered")
+		}
+	}
+	for _, netw := range []string{"udp", "tcp"} {
+		for _, c := range lookupCases[:8] {
+			checkQuery(t, netw, addr, c)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("ListenAndServe after Shutdown: %v", err)
+	}
+}
+
+// TestWildcardSocket binds the unspecified address: replies must come from
+// the address each query went to (IP_PKTINFO / IPV6_PKTINFO).
+func TestWildcardSocket(t *testing.T) {
+	for _, bind := range []string{"0.0.0.0:0", "[::]:0"} {
+		t.Run(bind, func(t *testing.T) {
+			pc, err := net.ListenPacket("udp", bind)
+			if err != nil {
+				t.Skip(err)
+			}
+			s := New(Options{})
+			s.SetModel(testModel(t, testTOML))
+			errc := make(chan error, 1)
+			go func() { errc <- s.ServeUDP(pc) }()
+			port := pc.LocalAddr().(*net.UDPAddr).Port
+			hosts := []string{"127.0.0.1", "127.0.0.2"}
+			if bind == "[::]:0" {
+				hosts = append(hosts, "::1")
+			}
+			for _, host := range hosts {
+				addr := net.JoinHostPort(host, strconv.Itoa(port))
+				// A connected client socket only accepts replies from the
+				// address it sent to.
+				cl := &dns.Client{Net: "udp", Timeout: 5 * time.Second}
+				q := query(lookupCases[0])
+				r, _, err := cl.Exchange(q, addr)
+				if err != nil {
+					t.Errorf("%s: %v", addr, err)
+					continue
+				}
+				checkReply(t, q, r, lookupCases[0])
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

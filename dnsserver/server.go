@@ -1,0 +1,456 @@
+// Package dnsserver is signpost's authoritative DNS server. It answers from
+// the zones of a *config.Model snapshot, over UDP and TCP, the way NSD
+// answers from the same zone file, and it holds the TXT records that ACME
+// DNS-01 challenges put under _acme-challenge.<name>.
+//
+// Each SetModel (and each TXT change) builds an immutable index, including
+// the packed reply to every common question, and swaps it in atomically, so
+// a reload never drops or mixes up a query. The UDP hot path reads and
+// writes packets in batches and answers most queries by copying a
+// precomputed reply; everything else takes the full path through
+// github.com/miekg/dns, which also serves TCP.
+//
+// dnsserver imports config and no other signpost package.
+package dnsserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/net/netutil"
+
+	"github.com/signpost-dev/signpost/config"
+)
+
+// Options configure a Server. The zero value of every field is usable.
+type Options struct {
+	// Logger receives a line, with the stack, for each recovered panic.
+	// If nil, logs are discarded.
+	Logger *slog.Logger
+	// TCPReadTimeout bounds reading the first query (length prefix and
+	// message) on a new TCP connection; 2s if zero. It is what keeps a
+	// client that opens connections and sends nothing from holding them.
+	TCPReadTimeout time.Duration
+	// TCPIdleTimeout bounds the wait for each further query on a TCP
+	// connection (RFC 7766 §6.2.3); 10s if zero.
+	TCPIdleTimeout time.Duration
+	// TCPWriteTimeout bounds writing one reply; 2s if zero.
+	TCPWriteTimeout time.Duration
+	// MaxTCPConns bounds concurrent TCP connections per listener; further
+	// connections wait in the kernel's accept queue. 256 if zero.
+	MaxTCPConns int
+	// MaxTCPQueries bounds the queries answered on one TCP connection;
+	// 1000 if zero, unlimited if negative.
+	MaxTCPQueries int
+	// UDPReaders is the number of goroutines reading each UDP socket given
+	// to ServeUDP, and of SO_REUSEPORT sockets ListenAndServe opens;
+	// GOMAXPROCS if zero.
+	UDPReaders int
+}
+
+// Server answers DNS queries from the current model. Its methods are safe
+// for concurrent use.
+type Server struct {
+	opts   Options
+	logger *slog.Logger
+	ix     atomic.Pointer[index]
+
+	buildMu sync.Mutex // serialises index builds, so the newest always wins
+	model   *config.Model
+	txt     map[string][]string // ACME DNS-01 values by owner name
+
+	mu      sync.Mutex
+	closed  bool
+	conns   []net.PacketConn
+	tcp     []*dns.Server
+	listens []net.Listener
+	wg      sync.WaitGroup
+}
+
+// New returns a Server with no zones: until SetModel it refuses every
+// query.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.TCPReadTimeout <= 0 {
+		o.TCPReadTimeout = 2 * time.Second
+	}
+	if o.TCPIdleTimeout <= 0 {
+		o.TCPIdleTimeout = 10 * time.Second
+	}
+	if o.TCPWriteTimeout <= 0 {
+		o.TCPWriteTimeout = 2 * time.Second
+	}
+	if o.MaxTCPConns <= 0 {
+		o.MaxTCPConns = 256
+	}
+	if o.MaxTCPQueries == 0 {
+		o.MaxTCPQueries = 1000
+	}
+	if o.UDPReaders <= 0 {
+		o.UDPReaders = runtime.GOMAXPROCS(0)
+	}
+	s := &Server{opts: o, logger: o.Logger, txt: map[string][]string{}}
+	s.ix.Store(buildIndex(nil, nil, nil))
+	return s
+}
+
+// SetModel makes the server answer from m. Queries in flight finish with the
+// model they started with; the next ones see m.
+func (s *Server) SetModel(m *config.Model) {
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	s.model = m
+	s.rebuild()
+}
+
+func (s *Server) rebuild() {
+	s.ix.Store(buildIndex(s.model, s.txt, s.ix.Load()))
+}
+
+// AddTXT publishes a TXT record with value at name, next to any values
+// already there (a certificate for example.com and *.example.com needs two
+// under one name). name must be inside a zone of the current model, not at a
+// CNAME and not below a delegation. Adding a value that is already there
+// does nothing.
+func (s *Server) AddTXT(name, value string) error {
+	name, err := txtName(name, value)
+	if err != nil {
+		return err
+	}
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	var z *zone
+	if s.model != nil {
+		if mz := s.model.ZoneFor(name); mz != nil {
+			z = s.ix.Load().zones[mz.Origin]
+		}
+	}
+	if z == nil {
+		return fmt.Errorf("dnsserver: add TXT %s: outside every zone served", name)
+	}
+	if !z.txtAllowed(name) {
+		return fmt.Errorf("dnsserver: add TXT %s: the name is a CNAME or below a delegation in zone %s, so a TXT record there would not be served", name, z.origin)
+	}
+	if slices.Contains(s.txt[name], value) {
+		return nil
+	}
+	s.txt[name] = append(slices.Clip(s.txt[name]), value)
+	s.rebuild()
+	return nil
+}
+
+// RemoveTXT withdraws one value added with AddTXT; other values at the name
+// stay. Removing a value that is not there does nothing.
+func (s *Server) RemoveTXT(name, value string) error {
+	name, err := txtName(name, value)
+	if err != nil {
+		return err
+	}
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	i := slices.Index(s.txt[name], value)
+	if i < 0 {
+		return nil
+	}
+	s.txt[name] = slices.Delete(slices.Clone(s.txt[name]), i, i+1)
+	if len(s.txt[name]) == 0 {
+		delete(s.txt, name)
+	}
+	s.rebuild()
+	return nil
+}
+
+func txtName(name, value string) (string, error) {
+	if _, ok := dns.IsDomainName(name); !ok || name == "" {
+		return "", fmt.Errorf("dnsserver: TXT owner %q is not a domain name", name)
+	}
+	if len(value) > 255 {
+		return "", fmt.Errorf("dnsserver: TXT value for %s is %d bytes; one string holds at most 255", name, len(value))
+	}
+	return lower(dns.Fqdn(name)), nil
+}
+
+// handleMsg is the TCP handler: miekg/dns has framed and parsed the query.
+func (s *Server) handleMsg(w dns.ResponseWriter, req *dns.Msg) {
+	var buf [1024]byte
+	out := s.safeRespond(req, true, buf[:0])
+	if out == nil {
+		return
+	}
+	_, _ = w.Write(out) // a client gone away is not our error
+}
+
+// safeRespond is the packet edge: a panic in answering turns into SERVFAIL
+// and a log line, never into a dead server.
+func (s *Server) safeRespond(req *dns.Msg, tcp bool, buf []byte) (out []byte) {
+	defer func() {
+		if v := recover(); v != nil {
+			name := ""
+			if len(req.Question) > 0 {
+				name = req.Question[0].Name
+			}
+			s.logger.Error("dnsserver: recovered panic answering query", "qname", name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			out = servfail(req.Id, req.Opcode, req.RecursionDesired, buf)
+		}
+	}()
+	return s.ix.Load().respond(req, tcp, buf)
+}
+
+// handleRaw answers one UDP packet on the full path: parse with miekg/dns,
+// resolve, pack. It returns nil to drop the packet.
+func (s *Server) handleRaw(ix *index, pkt, buf []byte) []byte {
+	if len(pkt) < 12 || pkt[2]&0x80 != 0 {
+		return nil // too short to answer, or a response: drop
+	}
+	if pkt[2]>>3&0xF == dns.OpcodeQuery && !questionComplete(pkt) {
+		return formerr(pkt, buf) // miekg/dns would read a cut-off question as type 0 class 0
+	}
+	req := new(dns.Msg)
+	if err := req.Unpack(pkt); err != nil {
+		return formerr(pkt, buf)
+	}
+	return ix.respond(req, false, buf)
+}
+
+// recovered logs a panic caught while answering pkt and returns SERVFAIL.
+func (s *Server) recovered(v any, pkt, buf []byte) []byte {
+	s.logger.Error("dnsserver: recovered panic answering query", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	if len(pkt) < 12 {
+		return nil
+	}
+	return servfail(uint16(pkt[0])<<8|uint16(pkt[1]), int(pkt[2]>>3&0xF), pkt[2]&1 != 0, buf)
+}
+
+// questionComplete says whether the question section of a query with one
+// question holds a whole name, type and class.
+func questionComplete(pkt []byte) bool {
+	if pkt[4] != 0 || pkt[5] != 1 {
+		return true // respond rejects it
+	}
+	off := 12
+	for off < len(pkt) {
+		switch l := int(pkt[off]); {
+		case l == 0:
+			return off+1+4 <= len(pkt)
+		case l&0xC0 == 0xC0:
+			return off+2+4 <= len(pkt)
+		default:
+			off += 1 + l
+		}
+	}
+	return false
+}
+
+// formerr is the reply to a query that does not parse: the header only,
+// with the ID, opcode and RD of the query, as NSD sends; RD too is dropped
+// when there is more than one question.
+func formerr(pkt, buf []byte) []byte {
+	out := append(buf[:0], make([]byte, 12)...)
+	copy(out, pkt[:2])
+	out[2] = 0x80 | pkt[2]&0x79 // QR, opcode, RD
+	if pkt[4] != 0 || pkt[5] > 1 {
+		out[2] &^= 0x01
+	}
+	out[3] = dns.RcodeFormatError
+	if op := pkt[2] >> 3 & 0xF; op != dns.OpcodeQuery {
+		out[3] = dns.RcodeNotImplemented
+	}
+	return out
+}
+
+// ServeUDP answers queries arriving on pc until Shutdown, then returns nil.
+func (s *Server) ServeUDP(pc net.PacketConn) error {
+	if !s.track(pc) {
+		_ = pc.Close()
+		return nil
+	}
+	defer s.wg.Done()
+	return s.serveUDP(pc, s.opts.UDPReaders)
+}
+
+func (s *Server) serveUDP(pc net.PacketConn, readers int) error {
+	errs := make(chan error, readers)
+	for range readers {
+		go func() { errs <- s.udpReader(pc) }()
+	}
+	var first error
+	for range readers {
+		if err := <-errs; err != nil && first == nil && !s.isClosed() {
+			first = err
+			_ = pc.Close() // the other readers stop too
+		}
+	}
+	if first != nil {
+		return fmt.Errorf("dnsserver: serve udp %s: %w", pc.LocalAddr(), first)
+	}
+	return nil
+}
+
+// ServeTCP answers queries on connections accepted from l until Shutdown,
+// then returns nil. Queries on one connection are answered in order
+// (RFC 7766 §6.2.1.1 pipelining).
+func (s *Server) ServeTCP(l net.Listener) error {
+	srv := &dns.Server{
+		Listener:      netutil.LimitListener(l, s.opts.MaxTCPConns),
+		Net:           "tcp",
+		Handler:       dns.HandlerFunc(s.handleMsg),
+		ReadTimeout:   s.opts.TCPReadTimeout,
+		WriteTimeout:  s.opts.TCPWriteTimeout,
+		IdleTimeout:   func() time.Duration { return s.opts.TCPIdleTimeout },
+		MaxTCPQueries: s.opts.MaxTCPQueries,
+		// Everything but responses reaches respond, which decides as NSD
+		// does; miekg/dns's default would refuse some queries itself.
+		MsgAcceptFunc: func(dh dns.Header) dns.MsgAcceptAction {
+			if dh.Bits&0x8000 != 0 {
+				return dns.MsgIgnore
+			}
+			return dns.MsgAccept
+		},
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = l.Close()
+		return nil
+	}
+	s.tcp = append(s.tcp, srv)
+	s.listens = append(s.listens, l)
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	err := srv.ActivateAndServe()
+	if s.isClosed() {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("dnsserver: serve tcp %s: %w", l.Addr(), err)
+	}
+	return nil
+}
+
+// ListenAndServe opens addr (host:port) for UDP and TCP and serves it until
+// Shutdown, then returns nil; it returns an error if it cannot listen, or
+// when a socket fails. On Linux it opens one SO_REUSEPORT UDP socket per
+// reader (Options.UDPReaders) so the kernel spreads queries over the cores.
+func (s *Server) ListenAndServe(addr string) error {
+	pcs, l, err := listenBoth(addr, s.opts.UDPReaders)
+	if err != nil {
+		return err
+	}
+	errs := make(chan error, len(pcs)+1)
+	for _, pc := range pcs {
+		go func() {
+			if !s.track(pc) {
+				_ = pc.Close()
+				errs <- nil
+				return
+			}
+			defer s.wg.Done()
+			errs <- s.serveUDP(pc, 1)
+		}()
+	}
+	go func() { errs <- s.ServeTCP(l) }()
+	var first error
+	for range len(pcs) + 1 {
+		if err := <-errs; err != nil && first == nil {
+			// One socket failing stops this address, so the caller hears
+			// of it now, not at Shutdown.
+			first = err
+			for _, pc := range pcs {
+				_ = pc.Close()
+			}
+			_ = l.Close()
+		}
+	}
+	return first
+}
+
+// listenBoth opens n UDP sockets and a TCP listener on one port. When addr
+// asks for any port (:0), the port the kernel gives UDP may be taken for
+// TCP; then it tries again.
+func listenBoth(addr string, n int) ([]net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for attempt := 0; ; attempt++ {
+		pcs, err := ListenUDP(addr, n)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dnsserver: listen udp %s: %w", addr, err)
+		}
+		l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", pcs[0].LocalAddr().String())
+		if err == nil {
+			return pcs, l, nil
+		}
+		for _, pc := range pcs {
+			_ = pc.Close()
+		}
+		if port != "0" || attempt == 10 {
+			return nil, nil, fmt.Errorf("dnsserver: listen tcp %s: %w", addr, err)
+		}
+	}
+}
+
+// track registers pc for Shutdown; false means the server is already shut
+// down.
+func (s *Server) track(pc net.PacketConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns = append(s.conns, pc)
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Shutdown stops every Serve call: UDP sockets close at once, TCP listeners
+// stop accepting and open connections get until ctx is done to finish their
+// current query. It returns ctx's error if that came first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	conns, tcp, listens := s.conns, s.tcp, s.listens
+	s.mu.Unlock()
+	var errs []error
+	for _, pc := range conns {
+		_ = pc.Close()
+	}
+	for i, srv := range tcp {
+		if err := srv.ShutdownContext(ctx); err != nil && !strings.Contains(err.Error(), "not started") {
+			errs = append(errs, err)
+		}
+		_ = listens[i].Close() // in case it had not started yet
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, ctx.Err())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("dnsserver: shutdown: %w", err)
+	}
+	return nil
+}
