@@ -1,0 +1,266 @@
+package httpserver
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// request is what answer needs to know about a request, from net/http or
+// from the HTTP/1.1 fast path.
+type request struct {
+	method string
+	host   string // the Host header as sent
+	sni    string // TLS server name; empty on the plain listener
+	tls    bool
+	path   string
+	inm    []string // If-None-Match values
+}
+
+// answer decides the response to q from ix. It returns redirect (and a nil
+// response) when the plain listener should send the client to https on
+// site st; every other answer is precomputed.
+func (ix *index) answer(q *request) (resp *response, st *site) {
+	wk := 0
+	if strings.HasPrefix(q.path, wellKnownPrefix) {
+		wk = 1
+	}
+	host, ok := splitHost(q.host)
+	if !ok {
+		return notFound[wk], nil
+	}
+	if q.tls {
+		// The certificate was chosen, and checked by the client, for the
+		// SNI name; answering for another name would hand one tenant's
+		// documents out on another's connection.
+		sni := strings.TrimSuffix(q.sni, ".")
+		switch {
+		case host == "":
+			host = sni // HTTP/1.0 without Host
+		case sni != "" && !strings.EqualFold(sni, host) && !isIP(sni):
+			return misdirected[wk], nil
+		}
+	}
+	st = ix.lookup(host)
+	if st == nil {
+		return notFound[wk], nil
+	}
+	if wk == 1 {
+		return st.document(q), st
+	}
+	if q.path == "" || q.path[0] != '/' {
+		return notFound[0], st // "*" or worse: nothing to redirect to
+	}
+	if !q.tls {
+		return nil, st
+	}
+	if q.path == "/" && ix.root != nil {
+		if q.method != http.MethodGet && q.method != http.MethodHead {
+			return rootMethodNotAllowed, st
+		}
+		return ix.root, st
+	}
+	return notFound[0], st
+}
+
+// document answers a request under /.well-known/matrix/ on a known site.
+func (st *site) document(q *request) *response {
+	if q.method == http.MethodOptions {
+		return preflight
+	}
+	var d *document
+	switch q.path[len(wellKnownPrefix):] {
+	case "server":
+		d = st.docs[docServer]
+	case "client":
+		d = st.docs[docClient]
+	case "support":
+		d = st.docs[docSupport]
+	}
+	if d == nil {
+		return notFound[1]
+	}
+	if q.method != http.MethodGet && q.method != http.MethodHead {
+		return wellKnownMethodNotAllowed
+	}
+	if q.inm != nil && etagMatch(q.inm, d.etag) {
+		return &d.notModified
+	}
+	return &d.ok
+}
+
+// tlsHandler answers what net/http serves on the HTTPS listener: HTTP/2,
+// and HTTP/1.1 requests the fast path hands over.
+type tlsHandler struct{ s *Server }
+
+func (h tlsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.s.serveHTTP(w, r, true)
+}
+
+// plainHandler answers on the plain HTTP listener, behind Options.WrapPlain.
+type plainHandler struct{ s *Server }
+
+func (h plainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.s.serveHTTP(w, r, false)
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, secure bool) {
+	ix := s.index.Load()
+	q := request{method: r.Method, host: r.Host, tls: secure, path: r.URL.Path, inm: r.Header["If-None-Match"]}
+	if r.TLS != nil {
+		q.sni = r.TLS.ServerName
+	}
+	resp, st := ix.answer(&q)
+	if resp == nil {
+		// Everything but the documents lives on https. 301 rather than
+		// 308: older Synapse does not follow 308.
+		w.Header()["Location"] = []string{"https://" + st.name + ix.httpsPort + r.URL.RequestURI()}
+		w.WriteHeader(http.StatusMovedPermanently)
+		return
+	}
+	h := w.Header()
+	for i := range resp.header {
+		f := &resp.header[i]
+		h[f.key] = f.value
+	}
+	w.WriteHeader(resp.status)
+	if resp.body != nil && r.Method != http.MethodHead {
+		w.Write(resp.body) // an error means the client left; nothing to do
+	}
+}
+
+// accessLog logs every request net/http serves at debug level, and costs
+// one Enabled call when debug is off.
+type accessLog struct {
+	log  *slog.Logger
+	next http.Handler
+}
+
+func (a accessLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if !a.log.Enabled(ctx, slog.LevelDebug) {
+		a.next.ServeHTTP(w, r)
+		return
+	}
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w}
+	a.next.ServeHTTP(rec, r)
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	logRequest(a.log, r.RemoteAddr, r.Proto, r.Method, r.Host, r.URL.Path, rec.status, rec.bytes, start)
+}
+
+func logRequest(log *slog.Logger, remote, proto, method, host, path string, status, bytes int, start time.Time) {
+	log.LogAttrs(context.Background(), slog.LevelDebug, "http request",
+		slog.String("remote", remote),
+		slog.String("proto", proto),
+		slog.String("method", method),
+		slog.String("host", host),
+		slog.String("path", path),
+		slog.Int("status", status),
+		slog.Int("bytes", bytes),
+		slog.Float64("duration", time.Since(start).Seconds()))
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// splitHost returns the host of a Host header without port and trailing
+// dot, and false when the header is malformed. Any port is dropped, not just
+// the default one: the port names the listener the client reached (8443 in
+// a local trial, whatever a proxy forwards to), never a different tenant.
+func splitHost(h string) (string, bool) {
+	if strings.HasPrefix(h, "[") {
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
+			return "", false
+		}
+		if rest := h[end+1:]; rest != "" && (rest[0] != ':' || !allDigits(rest[1:])) {
+			return "", false
+		}
+		return h[:end+1], true
+	}
+	if i := strings.IndexByte(h, ':'); i >= 0 {
+		if !allDigits(h[i+1:]) {
+			return "", false
+		}
+		h = h[:i]
+	}
+	return strings.TrimSuffix(h, "."), true
+}
+
+// isIP reports whether an SNI name is an IP address. RFC 6066 forbids
+// them, but some clients (wrk, for one) send whatever host they were given;
+// such an SNI names no host, so it is treated as absent.
+func isIP(s string) bool {
+	if s == "" || (strings.IndexByte(s, ':') < 0 && (s[len(s)-1] < '0' || s[len(s)-1] > '9')) {
+		return false // no IPv4 address ends in a letter; spare ParseAddr's error
+	}
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// etagMatch reports whether any If-None-Match header value lists etag or
+// "*", with the weak comparison RFC 9110 section 13.1.2 prescribes for
+// If-None-Match (a W/ prefix is ignored).
+func etagMatch(values []string, etag string) bool {
+	for _, list := range values {
+		for {
+			list = strings.TrimLeft(list, " \t,")
+			if list == "" {
+				break
+			}
+			if list[0] == '*' {
+				return true
+			}
+			list = strings.TrimPrefix(list, "W/")
+			if list == "" || list[0] != '"' {
+				break // malformed: ignore the rest of this value
+			}
+			end := strings.IndexByte(list[1:], '"')
+			if end < 0 {
+				break
+			}
+			if list[:end+2] == etag {
+				return true
+			}
+			list = list[end+2:]
+		}
+	}
+	return false
+}

@@ -1,0 +1,235 @@
+package httpserver
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/signpost-dev/signpost/config"
+)
+
+// Default Cache-Control max-ages, for a model that leaves them zero.
+const (
+	defaultServerMaxAge = 24 * time.Hour
+	defaultClientMaxAge = time.Hour
+)
+
+// index is everything a request needs from one model, with every response
+// header already built, so that answering is a map lookup and a copy of a
+// few slice headers. It is never modified after newIndex returns.
+type index struct {
+	sites map[string]*site // by lower-case server name
+	// root answers "/" on a known host; nil means 404.
+	root *response
+	// httpsPort is ":port" for redirects to an HTTPS listener that is not
+	// on 443, else empty.
+	httpsPort string
+}
+
+// site is one host name signpost answers for.
+type site struct {
+	name string
+	// docs holds the server, client and support documents, in the order of
+	// docServer, docClient and docSupport; nil means 404.
+	docs [3]*document
+}
+
+const (
+	docServer = iota
+	docClient
+	docSupport
+)
+
+// document is one discovery document with its two possible answers.
+type document struct {
+	etag        string // quoted, as sent
+	ok          response
+	notModified response
+}
+
+// response is a complete precomputed answer.
+type response struct {
+	status int
+	header []field
+	body   []byte
+	// h1 is the HTTP/1.1 status line and header fields as the fast path
+	// writes them, Date and Connection excepted: the bytes net/http would
+	// write, fields sorted by name.
+	h1 []byte
+}
+
+// finish fills in r.h1 from r.status and r.header.
+func (r *response) finish() *response {
+	fields := slices.Clone(r.header)
+	slices.SortStableFunc(fields, func(a, b field) int { return strings.Compare(a.key, b.key) })
+	b := fmt.Appendf(nil, "HTTP/1.1 %03d %s\r\n", r.status, http.StatusText(r.status))
+	for _, f := range fields {
+		for _, v := range f.value {
+			b = append(b, f.key...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	r.h1 = b
+	return r
+}
+
+// field is one response header. value is shared by every response that
+// sends it, so it is built with cap == len: an append copies instead of
+// writing into the shared array.
+type field struct {
+	key   string // canonical form
+	value []string
+}
+
+func newField(key, value string) field {
+	return field{http.CanonicalHeaderKey(key), []string{value}[:1:1]}
+}
+
+// CORS on every response under /.well-known/matrix/, errors included:
+// without it on a 404, Element Web reports a missing client document as a
+// failed login instead of falling back. The methods are the Matrix spec's
+// recommended set plus HEAD.
+var corsFields = []field{
+	newField("Access-Control-Allow-Origin", "*"),
+	newField("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS"),
+	newField("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization"),
+}
+
+const wellKnownPrefix = "/.well-known/matrix/"
+
+func newResponse(status int, body string, cors bool, extra ...field) *response {
+	r := &response{status: status}
+	if cors {
+		r.header = append(r.header, corsFields...)
+	}
+	r.header = append(r.header, extra...)
+	if body != "" {
+		r.body = []byte(body)
+		r.header = append(r.header,
+			newField("Content-Type", "application/json"),
+			newField("Content-Length", strconv.Itoa(len(body))))
+	}
+	return r.finish()
+}
+
+// Answers that do not depend on the model, in two flavours: with CORS for
+// paths under /.well-known/matrix/ ([1]) and without ([0]).
+var (
+	notFound = [2]*response{
+		newResponse(http.StatusNotFound, `{"errcode":"M_NOT_FOUND","error":"Not found"}`, false),
+		newResponse(http.StatusNotFound, `{"errcode":"M_NOT_FOUND","error":"Not found"}`, true),
+	}
+	// misdirected answers a request whose Host is not the name the TLS
+	// connection was opened for (RFC 9110 section 15.5.20): a browser that
+	// coalesced connections retries on a new one, and nobody gets the
+	// documents of a name the certificate was not checked for.
+	misdirected = [2]*response{
+		newResponse(http.StatusMisdirectedRequest, `{"errcode":"M_UNKNOWN","error":"Misdirected request: the Host header does not match the TLS server name"}`, false),
+		newResponse(http.StatusMisdirectedRequest, `{"errcode":"M_UNKNOWN","error":"Misdirected request: the Host header does not match the TLS server name"}`, true),
+	}
+	wellKnownMethodNotAllowed = newResponse(http.StatusMethodNotAllowed,
+		`{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}`, true,
+		newField("Allow", "GET, HEAD, OPTIONS"))
+	rootMethodNotAllowed = newResponse(http.StatusMethodNotAllowed,
+		`{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}`, false,
+		newField("Allow", "GET, HEAD"))
+	preflight = newResponse(http.StatusNoContent, "", true,
+		newField("Allow", "GET, HEAD, OPTIONS"))
+)
+
+// newIndex precomputes the answers for m; a nil m gives an index that knows
+// no host.
+func newIndex(m *config.Model) *index {
+	ix := &index{sites: map[string]*site{}}
+	if m == nil {
+		return ix
+	}
+	serverAge := maxAge(m.HTTP.ServerMaxAge, defaultServerMaxAge)
+	clientAge := maxAge(m.HTTP.ClientMaxAge, defaultClientMaxAge)
+	for _, d := range m.Delegations {
+		name := normalName(d.ServerName)
+		if _, dup := ix.sites[name]; dup {
+			continue // config rejects duplicates; first one wins if not
+		}
+		ix.sites[name] = &site{name: name, docs: [3]*document{
+			newDocument(d.ServerDoc, serverAge),
+			newDocument(d.ClientDoc, clientAge),
+			newDocument(d.SupportDoc, clientAge),
+		}}
+	}
+	// Extra certificate names get no documents, but "/" and the redirect
+	// to https work on them as on any name this host has a certificate for.
+	for _, n := range m.ACME.Names {
+		name := normalName(n)
+		if _, ok := ix.sites[name]; !ok {
+			ix.sites[name] = &site{name: name}
+		}
+	}
+	if m.HTTP.RootRedirect != "" {
+		// 302, not 301: browsers keep a 301 forever, and root_redirect may
+		// change on the next reload.
+		ix.root = newResponse(http.StatusFound, "", false,
+			newField("Location", m.HTTP.RootRedirect),
+			newField("Content-Length", "0"))
+	}
+	if _, port, err := net.SplitHostPort(m.HTTP.Listen); err == nil && port != "443" && port != "0" && port != "" {
+		ix.httpsPort = ":" + port
+	}
+	return ix
+}
+
+func normalName(s string) string {
+	return strings.ToLower(strings.TrimSuffix(s, "."))
+}
+
+func maxAge(d, def time.Duration) string {
+	if d <= 0 {
+		d = def
+	}
+	return "max-age=" + strconv.FormatInt(int64(d/time.Second), 10)
+}
+
+// newDocument precomputes the 200 and 304 answers for body; nil for a
+// document that is not configured.
+func newDocument(body []byte, cacheControl string) *document {
+	if body == nil {
+		return nil
+	}
+	// Strong validator: the bytes are the representation, the same over
+	// HTTP/1.1 and HTTP/2, never compressed.
+	sum := sha256.Sum256(body)
+	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
+	cache := newField("Cache-Control", cacheControl)
+	tag := newField("ETag", etag)
+	d := &document{etag: etag}
+	d.ok = response{status: http.StatusOK, body: body}
+	d.ok.header = append(append([]field{}, corsFields...), cache, tag,
+		newField("Content-Type", "application/json"),
+		newField("Content-Length", strconv.Itoa(len(body))))
+	d.ok.finish()
+	d.notModified = response{status: http.StatusNotModified}
+	d.notModified.header = append(append([]field{}, corsFields...), cache, tag)
+	d.notModified.finish()
+	return d
+}
+
+// lookup returns the site for a host as splitHost returned it, or nil.
+func (ix *index) lookup(host string) *site {
+	if st, ok := ix.sites[host]; ok {
+		return st
+	}
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; 'A' <= c && c <= 'Z' {
+			return ix.sites[strings.ToLower(host)]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,262 @@
+// Package httpserver serves the Matrix discovery documents
+// (/.well-known/matrix/server, /client and /support) for every server name
+// in a *config.Model, over HTTPS and over plain HTTP for a proxy in front.
+//
+// It owns the listeners' HTTP side only: certificates arrive as a *tls.Config
+// and ACME HTTP-01 as a handler wrapper, both from the caller, so httpserver
+// imports config and nothing else of signpost's (never acme, certmagic or
+// dnsserver).
+package httpserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/signpost-dev/signpost/config"
+)
+
+// Defaults for the zero values of Options. They are sized for documents of a
+// few hundred bytes: a client that needs more than ReadHeaderTimeout to send
+// its headers is slow or hostile, not busy.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 20 * time.Second
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultIdleTimeout       = 90 * time.Second
+	DefaultMaxHeaderBytes    = 16 << 10
+	DefaultMaxConns          = 2048
+)
+
+// Options configure a Server. Only TLSConfig is needed, and only by ServeTLS.
+type Options struct {
+	// Logger receives the access log (at debug level) and connection-level
+	// errors such as failed TLS handshakes (also debug: on the internet
+	// they are constant noise). If nil, logs are discarded.
+	Logger *slog.Logger
+
+	// TLSConfig provides the certificates for ServeTLS. It is cloned, not
+	// modified: the clone gets TLS 1.2 as the minimum version and offers
+	// "h2" and "http/1.1" first, keeping every other protocol the caller
+	// lists (such as "acme-tls/1" for TLS-ALPN-01). If nil, ServeTLS fails.
+	TLSConfig *tls.Config
+
+	// WrapPlain wraps the plain HTTP handler, so that ACME HTTP-01 challenge
+	// requests are answered before anything else. If nil, the plain
+	// listener serves the documents and redirects everything else.
+	WrapPlain func(http.Handler) http.Handler
+
+	// ReadHeaderTimeout bounds the TLS handshake and the reading of request
+	// headers; DefaultReadHeaderTimeout if zero.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request; DefaultReadTimeout if zero.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing a response; DefaultWriteTimeout if zero.
+	WriteTimeout time.Duration
+	// IdleTimeout is how long a keep-alive connection may wait for its next
+	// request; DefaultIdleTimeout if zero.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes limits the size of request headers; larger requests get
+	// 431. DefaultMaxHeaderBytes if zero.
+	MaxHeaderBytes int
+	// MaxConns bounds the open connections over all listeners of the
+	// Server. When the bound is reached, a new connection displaces the
+	// oldest one that is not in the middle of a request (still handshaking,
+	// still sending headers, or idle), so slow clients cannot lock normal
+	// ones out; if every connection is busy, the new one is closed.
+	// DefaultMaxConns if zero.
+	MaxConns int
+
+	noFast bool // tests: send every TLS connection to net/http
+}
+
+// Server answers HTTP requests from the current model. It is safe for
+// concurrent use; create it with New.
+type Server struct {
+	log   *slog.Logger
+	index atomic.Pointer[index]
+	conns *connLimiter
+	tls   *tls.Config
+	// https serves what the TLS fast path hands over (HTTP/2, unusual
+	// HTTP/1.1); plain serves the plain listener. Both share the
+	// connection bound.
+	https            *http.Server
+	plain            *http.Server
+	handoff          *handoff
+	startHandoff     sync.Once
+	handshakeTimeout time.Duration
+	bufs             sync.Pool // *[]byte of cap fastBufSize
+	date             dateCache
+	noFast           bool // tests: send every TLS connection to net/http
+
+	mu        sync.Mutex
+	listeners map[net.Listener]bool // TLS listeners, closed by Shutdown
+	closing   atomic.Bool
+	done      chan struct{} // closed by Shutdown
+	accepting sync.WaitGroup
+	wg        sync.WaitGroup // TLS connections and the handoff server
+}
+
+// New returns a Server that serves nothing (404 everywhere) until SetModel.
+func New(o Options) *Server {
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		log:       logger,
+		conns:     newConnLimiter(orDefault(o.MaxConns, DefaultMaxConns), logger),
+		handoff:   newHandoff(),
+		listeners: map[net.Listener]bool{},
+		done:      make(chan struct{}),
+		noFast:    o.noFast,
+	}
+	s.bufs.New = func() any { b := make([]byte, 0, fastBufSize); return &b }
+	if o.TLSConfig != nil {
+		s.tls = tlsConfig(o.TLSConfig)
+	}
+	s.index.Store(newIndex(nil))
+
+	var plain http.Handler = plainHandler{s}
+	if o.WrapPlain != nil {
+		plain = o.WrapPlain(plain)
+	}
+	s.https = s.httpServer(o, tlsHandler{s})
+	s.plain = s.httpServer(o, plain)
+	// As net/http does: the handshake gets the shortest of the timeouts.
+	s.handshakeTimeout = min(s.https.ReadHeaderTimeout, s.https.ReadTimeout, s.https.WriteTimeout)
+	return s
+}
+
+func (s *Server) httpServer(o Options, h http.Handler) *http.Server {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
+	return &http.Server{
+		Handler:           accessLog{s.log, h},
+		Protocols:         &protos,
+		ReadHeaderTimeout: orDefault(o.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		ReadTimeout:       orDefault(o.ReadTimeout, DefaultReadTimeout),
+		WriteTimeout:      orDefault(o.WriteTimeout, DefaultWriteTimeout),
+		IdleTimeout:       orDefault(o.IdleTimeout, DefaultIdleTimeout),
+		MaxHeaderBytes:    orDefault(o.MaxHeaderBytes, DefaultMaxHeaderBytes),
+		ConnState:         s.conns.setState,
+		// Handshake failures and broken connections are routine on a public
+		// port; keep them out of the default log level.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// tlsConfig returns the configuration ServeTLS uses: the caller's, cloned,
+// with TLS 1.2 as a floor and HTTP/2 and HTTP/1.1 offered first.
+func tlsConfig(in *tls.Config) *tls.Config {
+	c := in.Clone()
+	if c.MinVersion < tls.VersionTLS12 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	protos := []string{"h2", "http/1.1"}
+	for _, p := range in.NextProtos {
+		if !slices.Contains(protos, p) {
+			protos = append(protos, p)
+		}
+	}
+	c.NextProtos = protos
+	return c
+}
+
+// SetModel makes m the model every later request is answered from. It
+// precomputes every response header, so requests only look them up. A nil m
+// serves nothing. Requests already being answered finish with the old model;
+// connections are kept.
+func (s *Server) SetModel(m *config.Model) {
+	s.index.Store(newIndex(m))
+}
+
+// ServePlain accepts connections on l and serves plain HTTP: ACME HTTP-01
+// through Options.WrapPlain, the documents (for a proxy in front), and a 301
+// to https for everything else. It blocks until Shutdown, then returns nil.
+func (s *Server) ServePlain(l net.Listener) error {
+	err := s.plain.Serve(s.conns.listener(l, true))
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("httpserver: serve plain %s: %w", l.Addr(), err)
+}
+
+// addListener registers a TLS listener for Shutdown to close, and returns
+// false if Shutdown has begun.
+func (s *Server) addListener(l net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.listeners[l] = true
+	s.accepting.Add(1)
+	return true
+}
+
+// Shutdown stops the listeners, closes idle connections (HTTP/2 ones get a
+// GOAWAY) and waits for requests in flight until ctx ends. If ctx ends
+// first, it closes the remaining connections and returns ctx's error.
+// Serve methods return nil once Shutdown has begun.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closing.Swap(true) {
+		close(s.done)
+	}
+	ls := s.listeners
+	s.listeners = map[net.Listener]bool{}
+	s.mu.Unlock()
+	for l := range ls {
+		l.Close()
+	}
+	// Once the accept loops are gone no connection can appear, so one
+	// sweep closes every connection the fast path holds idle; busy ones
+	// close themselves after their response.
+	s.accepting.Wait()
+	s.conns.closeQuiet()
+
+	errc := make(chan error, 2)
+	go func() { errc <- s.plain.Shutdown(ctx) }()
+	go func() { errc <- s.https.Shutdown(ctx) }()
+	fast := make(chan struct{})
+	go func() { s.wg.Wait(); close(fast) }()
+	var err error
+	for range 2 {
+		if e := <-errc; err == nil {
+			err = e
+		}
+	}
+	if err == nil {
+		select {
+		case <-fast:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err != nil {
+		s.https.Close()
+		s.plain.Close()
+		s.conns.closeAll()
+		<-fast
+		return fmt.Errorf("httpserver: shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,870 @@
+package httpserver
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Two tenants; only the first has a support document.
+const twoTenants = `
+[http]
+listen        = "127.0.0.1:8443"
+root_redirect = "https://www.example.com/"
+
+[acme]
+mode = "self-signed"
+
+[[delegation]]
+server_name = "chat.example.com"
+server      = "hs.chat.example.com:443"
+client      = "https://hs.chat.example.com"
+
+[delegation.support]
+page     = "https://example.com/help"
+contacts = [{ matrix_id = "@admin:chat.example.com", email = "admin@example.com", role = "m.role.admin" }]
+
+[[delegation]]
+server_name     = "other.example.org"
+server          = "matrix.other.example.org:8448"
+client          = "https://matrix.other.example.org"
+identity_server = "https://id.other.example.org"
+client_extra    = { "org.matrix.msc3575.proxy" = { url = "https://sync.example.com" } }
+`
+
+// The exact documents config builds for twoTenants.
+const (
+	chatServer  = `{"m.server":"hs.chat.example.com:443"}`
+	chatClient  = `{"m.homeserver":{"base_url":"https://hs.chat.example.com"}}`
+	chatSupport = `{"contacts":[{"email_address":"admin@example.com","matrix_id":"@admin:chat.example.com","role":"m.role.admin"}],"support_page":"https://example.com/help"}`
+	otherServer = `{"m.server":"matrix.other.example.org:8448"}`
+	otherClient = `{"m.homeserver":{"base_url":"https://matrix.other.example.org"},"m.identity_server":{"base_url":"https://id.other.example.org"},"org.matrix.msc3575.proxy":{"url":"https://sync.example.com"}}`
+
+	notFoundBody    = `{"errcode":"M_NOT_FOUND","error":"Not found"}`
+	unrecognized    = `{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}`
+	misdirectedBody = `{"errcode":"M_UNKNOWN","error":"Misdirected request: the Host header does not match the TLS server name"}`
+)
+
+const (
+	chatURL  = "https://chat.example.com"
+	otherURL = "https://other.example.org"
+)
+
+// tlsExchanges are the HTTPS behaviours, each checked over HTTP/1.1 and
+// HTTP/2.
+func tlsExchanges() []exchange {
+	wk404 := merge(cors, jsonHeaders(notFoundBody))
+	return []exchange{
+		{name: "server", url: chatURL + "/.well-known/matrix/server",
+			status: 200, want: docHeaders(chatServer, 86400), body: chatServer},
+		{name: "client", url: chatURL + "/.well-known/matrix/client",
+			status: 200, want: docHeaders(chatClient, 3600), body: chatClient},
+		{name: "support", url: chatURL + "/.well-known/matrix/support",
+			status: 200, want: docHeaders(chatSupport, 3600), body: chatSupport},
+		{name: "other tenant server", url: otherURL + "/.well-known/matrix/server",
+			status: 200, want: docHeaders(otherServer, 86400), body: otherServer},
+		{name: "other tenant client", url: otherURL + "/.well-known/matrix/client",
+			status: 200, want: docHeaders(otherClient, 3600), body: otherClient},
+		{name: "support not configured", url: otherURL + "/.well-known/matrix/support",
+			status: 404, want: wk404, body: notFoundBody},
+		{name: "query string ignored", url: chatURL + "/.well-known/matrix/client?x=1",
+			status: 200, want: docHeaders(chatClient, 3600), body: chatClient},
+		{name: "HEAD", method: "HEAD", url: chatURL + "/.well-known/matrix/client",
+			status: 200, want: docHeaders(chatClient, 3600), body: ""},
+		{name: "HEAD 404", method: "HEAD", url: otherURL + "/.well-known/matrix/support",
+			status: 404, want: wk404, body: ""},
+
+		// Host routing: case, trailing dot and port do not matter.
+		{name: "host upper case", url: "https://CHAT.Example.COM/.well-known/matrix/server",
+			status: 200, want: docHeaders(chatServer, 86400), body: chatServer},
+		{name: "host trailing dot", url: chatURL + "/.well-known/matrix/server", host: "chat.example.com.",
+			status: 200, want: docHeaders(chatServer, 86400), body: chatServer},
+		{name: "host default port", url: chatURL + "/.well-known/matrix/server", host: "chat.example.com:443",
+			status: 200, want: docHeaders(chatServer, 86400), body: chatServer},
+		{name: "host dot and port", url: chatURL + "/.well-known/matrix/server", host: "Chat.Example.Com.:8443",
+			status: 200, want: docHeaders(chatServer, 86400), body: chatServer},
+		{name: "host bad port", url: chatURL + "/.well-known/matrix/server", host: "chat.example.com:https",
+			status: 404, want: wk404, body: notFoundBody},
+
+		// Unknown names never get another tenant's documents.
+		{name: "unknown host", url: "https://unknown.example.net/.well-known/matrix/server",
+			status: 404, want: wk404, body: notFoundBody},
+		{name: "unknown host client", url: "https://unknown.example.net/.well-known/matrix/client",
+			status: 404, want: wk404, body: notFoundBody},
+		{name: "unknown host root", url: "https://unknown.example.net/",
+			status: 404, want: jsonHeaders(notFoundBody), body: notFoundBody},
+		{name: "SNI and Host differ", url: chatURL + "/.well-known/matrix/server", host: "other.example.org",
+			status: 421, want: merge(cors, jsonHeaders(misdirectedBody)), body: misdirectedBody},
+		{name: "SNI known, Host unknown", url: chatURL + "/.well-known/matrix/client", host: "unknown.example.net",
+			status: 421, want: merge(cors, jsonHeaders(misdirectedBody)), body: misdirectedBody},
+		{name: "SNI and Host differ outside well-known", url: chatURL + "/", host: "other.example.org",
+			status: 421, want: jsonHeaders(misdirectedBody), body: misdirectedBody},
+
+		// Conditional requests.
+		{name: "If-None-Match", url: chatURL + "/.well-known/matrix/client",
+			header: hdr("If-None-Match", etagOf(chatClient)),
+			status: 304, want: notModifiedHeaders(chatClient, 3600)},
+		{name: "If-None-Match weak", url: chatURL + "/.well-known/matrix/server",
+			header: hdr("If-None-Match", "W/"+etagOf(chatServer)),
+			status: 304, want: notModifiedHeaders(chatServer, 86400)},
+		{name: "If-None-Match list", url: chatURL + "/.well-known/matrix/server",
+			header: hdr("If-None-Match", `"nope", W/"other" ,`+etagOf(chatServer)),
+			status: 304, want: notModifiedHeaders(chatServer, 86400)},
+		{name: "If-None-Match star", url: chatURL + "/.well-known/matrix/support",
+			header: hdr("If-None-Match", "*"),
+			status: 304, want: notModifiedHeaders(chatSupport, 3600)},
+		{name: "If-None-Match HEAD", method: "HEAD", url: chatURL + "/.well-known/matrix/client",
+			header: hdr("If-None-Match", etagOf(chatClient)),
+			status: 304, want: notModifiedHeaders(chatClient, 3600)},
+		{name: "If-None-Match other document", url: chatURL + "/.well-known/matrix/client",
+			header: hdr("If-None-Match", etagOf(chatServer)),
+			status: 200, want: docHeaders(chatClient, 3600), body: chatClient},
+		{name: "If-None-Match other tenant", url: otherURL + "/.well-known/matrix/server",
+			header: hdr("If-None-Match", etagOf(chatServer)),
+			status: 200, want: docHeaders(otherServer, 86400), body: otherServer},
+		{name: "If-None-Match malformed", url: chatURL + "/.well-known/matrix/server",
+			header: hdr("If-None-Match", `nope, `+etagOf(chatServer)),
+			status: 200, want: docHeaders(chatServer, 86400), body: chatServer},
+		{name: "If-None-Match unknown host", url: "https://unknown.example.net/.well-known/matrix/server",
+			header: hdr("If-None-Match", "*"),
+			status: 404, want: wk404, body: notFoundBody},
+
+		// Methods.
+		{name: "OPTIONS", method: "OPTIONS", url: chatURL + "/.well-known/matrix/client",
+			header: hdr("Origin", "https://app.element.io", "Access-Control-Request-Method", "GET"),
+			status: 204, want: merge(cors, hdr("Allow", "GET, HEAD, OPTIONS"))},
+		{name: "OPTIONS support not configured", method: "OPTIONS", url: otherURL + "/.well-known/matrix/support",
+			status: 204, want: merge(cors, hdr("Allow", "GET, HEAD, OPTIONS"))},
+		{name: "POST", method: "POST", url: chatURL + "/.well-known/matrix/client",
+			status: 405, want: merge(cors, hdr("Allow", "GET, HEAD, OPTIONS"), jsonHeaders(unrecognized)), body: unrecognized},
+		{name: "DELETE", method: "DELETE", url: chatURL + "/.well-known/matrix/server",
+			status: 405, want: merge(cors, hdr("Allow", "GET, HEAD, OPTIONS"), jsonHeaders(unrecognized)), body: unrecognized},
+
+		// Other paths.
+		{name: "root", url: chatURL + "/",
+			status: 302, want: hdr("Location", "https://www.example.com/", "Content-Length", "0")},
+		{name: "root HEAD", method: "HEAD", url: otherURL + "/",
+			status: 302, want: hdr("Location", "https://www.example.com/", "Content-Length", "0")},
+		{name: "root POST", method: "POST", url: chatURL + "/",
+			status: 405, want: merge(hdr("Allow", "GET, HEAD"), jsonHeaders(unrecognized)), body: unrecognized},
+		{name: "other path", url: chatURL + "/index.html",
+			status: 404, want: jsonHeaders(notFoundBody), body: notFoundBody},
+		{name: "well-known directory", url: chatURL + "/.well-known/matrix/",
+			status: 404, want: wk404, body: notFoundBody},
+		{name: "trailing slash", url: chatURL + "/.well-known/matrix/server/",
+			status: 404, want: wk404, body: notFoundBody},
+		{name: "unknown document", url: chatURL + "/.well-known/matrix/policy",
+			status: 404, want: wk404, body: notFoundBody},
+		{name: "no matrix", url: chatURL + "/.well-known/server",
+			status: 404, want: jsonHeaders(notFoundBody), body: notFoundBody},
+	}
+}
+
+func TestTLS(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, twoTenants))
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		c := ts.client(t, ts.tlsAddr, proto == "HTTP/2.0")
+		for _, e := range tlsExchanges() {
+			t.Run(proto+"/"+e.name, func(t *testing.T) {
+				check(t, c, e)
+			})
+		}
+	}
+}
+
+// TestCORS checks the CORS headers on each kind of answer on their own, so
+// that a change to the shared expectations cannot hide their loss.
+func TestCORS(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, twoTenants))
+	want := map[string]string{
+		"Access-Control-Allow-Origin":  "*",
+		"Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+		"Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization",
+	}
+	for _, tc := range []struct {
+		method, url, inm string
+		status           int
+	}{
+		{"GET", chatURL + "/.well-known/matrix/client", "", 200},
+		{"GET", chatURL + "/.well-known/matrix/client", etagOf(chatClient), 304},
+		{"GET", otherURL + "/.well-known/matrix/support", "", 404},
+		{"GET", "https://unknown.example.net/.well-known/matrix/client", "", 404},
+		{"POST", chatURL + "/.well-known/matrix/client", "", 405},
+		{"OPTIONS", chatURL + "/.well-known/matrix/client", "", 204},
+	} {
+		for _, h2 := range []bool{false, true} {
+			c := ts.client(t, ts.tlsAddr, h2)
+			req, _ := http.NewRequest(tc.method, tc.url, nil)
+			if tc.inm != "" {
+				req.Header.Set("If-None-Match", tc.inm)
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Errorf("%s %s: status %d, want %d", tc.method, tc.url, resp.StatusCode, tc.status)
+			}
+			for k, v := range want {
+				if got := resp.Header.Values(k); !slices.Equal(got, []string{v}) {
+					t.Errorf("%s %s (%d, h2 %v): %s = %q, want %q", tc.method, tc.url, resp.StatusCode, h2, k, got, v)
+				}
+			}
+		}
+	}
+}
+
+func TestNoRootRedirect(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, `
+[[delegation]]
+server_name = "chat.example.com"
+server      = "hs.chat.example.com:443"
+client      = "https://hs.chat.example.com"
+`))
+	c := ts.client(t, ts.tlsAddr, false)
+	check(t, c, exchange{url: chatURL + "/", status: 404, want: jsonHeaders(notFoundBody), body: notFoundBody})
+}
+
+func TestMaxAgeFromConfig(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, `
+[http]
+server_max_age = "48h"
+client_max_age = "5m"
+
+[[delegation]]
+server_name = "chat.example.com"
+server      = "hs.chat.example.com:443"
+client      = "https://hs.chat.example.com"
+
+[delegation.support]
+page     = "https://example.com/help"
+contacts = [{ matrix_id = "@admin:chat.example.com", email = "admin@example.com", role = "m.role.admin" }]
+`))
+	c := ts.client(t, ts.tlsAddr, false)
+	check(t, c, exchange{url: chatURL + "/.well-known/matrix/server", status: 200, want: docHeaders(chatServer, 172800), body: chatServer})
+	check(t, c, exchange{url: chatURL + "/.well-known/matrix/client", status: 200, want: docHeaders(chatClient, 300), body: chatClient})
+	check(t, c, exchange{url: chatURL + "/.well-known/matrix/support", status: 200, want: docHeaders(chatSupport, 300), body: chatSupport})
+}
+
+func TestNoModel(t *testing.T) {
+	ts := startServer(t, Options{}, nil)
+	c := ts.client(t, ts.tlsAddr, false)
+	check(t, c, exchange{url: chatURL + "/.well-known/matrix/server",
+		status: 404, want: merge(cors, jsonHeaders(notFoundBody)), body: notFoundBody})
+}
+
+// TestWire compares the bytes of a whole HTTP/1.1 answer, header order and
+// spelling included, with only the Date value masked.
+func TestWire(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, twoTenants))
+	conn, err := tls.Dial("tcp", ts.tlsAddr, &tls.Config{ServerName: "chat.example.com", RootCAs: ts.pki.pool, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\nConnection: close\r\n\r\n")
+	raw, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(raw)
+	if i := strings.Index(got, "\r\nDate: "); i >= 0 {
+		if j := strings.Index(got[i+2:], "\r\n"); j >= 0 {
+			got = got[:i] + "\r\nDate: *" + got[i+2+j:]
+		}
+	}
+	want := "HTTP/1.1 200 OK\r\n" +
+		"Access-Control-Allow-Headers: X-Requested-With, Content-Type, Authorization\r\n" +
+		"Access-Control-Allow-Methods: GET, HEAD, POST, PUT, DELETE, OPTIONS\r\n" +
+		"Access-Control-Allow-Origin: *\r\n" +
+		"Cache-Control: max-age=86400\r\n" +
+		"Content-Length: 38\r\n" +
+		"Content-Type: application/json\r\n" +
+		"Etag: " + etagOf(chatServer) + "\r\n" +
+		"Date: *\r\n" +
+		"Connection: close\r\n" +
+		"\r\n" +
+		chatServer
+	if got != want {
+		t.Errorf("got\n%q\nwant\n%q", got, want)
+	}
+}
+
+func TestPlain(t *testing.T) {
+	// The wrapper stands in for acme's HTTPHandler: it answers challenge
+	// paths and hands the rest on.
+	wrap := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
+				w.Header().Set("Content-Type", "text/plain")
+				io.WriteString(w, "key-authorization")
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	ts := startServer(t, Options{WrapPlain: wrap}, mustParse(t, twoTenants))
+	c := ts.client(t, ts.plainAddr, false)
+	wk404 := merge(cors, jsonHeaders(notFoundBody))
+	for _, e := range []exchange{
+		{name: "acme challenge", url: "http://chat.example.com/.well-known/acme-challenge/tok",
+			status: 200, want: hdr("Content-Type", "text/plain", "Content-Length", "17"), body: "key-authorization"},
+		{name: "server", url: "http://chat.example.com/.well-known/matrix/server",
+			status: 200, want: docHeaders(chatServer, 86400), body: chatServer},
+		{name: "client via proxy Host", url: "http://chat.example.com/.well-known/matrix/client", host: "Chat.Example.Com:80",
+			status: 200, want: docHeaders(chatClient, 3600), body: chatClient},
+		{name: "other tenant", url: "http://other.example.org/.well-known/matrix/client",
+			status: 200, want: docHeaders(otherClient, 3600), body: otherClient},
+		{name: "support not configured", url: "http://other.example.org/.well-known/matrix/support",
+			status: 404, want: wk404, body: notFoundBody},
+		{name: "304", url: "http://chat.example.com/.well-known/matrix/client", header: hdr("If-None-Match", etagOf(chatClient)),
+			status: 304, want: notModifiedHeaders(chatClient, 3600)},
+		{name: "OPTIONS", method: "OPTIONS", url: "http://chat.example.com/.well-known/matrix/client",
+			status: 204, want: merge(cors, hdr("Allow", "GET, HEAD, OPTIONS"))},
+		{name: "POST", method: "POST", url: "http://chat.example.com/.well-known/matrix/server",
+			status: 405, want: merge(cors, hdr("Allow", "GET, HEAD, OPTIONS"), jsonHeaders(unrecognized)), body: unrecognized},
+		{name: "unknown host", url: "http://unknown.example.net/.well-known/matrix/server",
+			status: 404, want: wk404, body: notFoundBody},
+		{name: "redirect root", url: "http://chat.example.com/",
+			status: 301, want: hdr("Location", "https://chat.example.com:8443/", "Content-Length", "0")},
+		{name: "redirect keeps path and query", url: "http://CHAT.example.com./a/b?c=d&e",
+			status: 301, want: hdr("Location", "https://chat.example.com:8443/a/b?c=d&e", "Content-Length", "0")},
+		{name: "redirect POST", method: "POST", url: "http://other.example.org/x",
+			status: 301, want: hdr("Location", "https://other.example.org:8443/x", "Content-Length", "0")},
+		{name: "unknown host is not redirected", url: "http://unknown.example.net/",
+			status: 404, want: jsonHeaders(notFoundBody), body: notFoundBody},
+	} {
+		t.Run(e.name, func(t *testing.T) { check(t, c, e) })
+	}
+}
+
+// TestPlainRedirectDefaultPort: with HTTPS on 443 the redirect names no port.
+func TestPlainRedirectDefaultPort(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, `
+[http]
+listen = "[::]:443"
+
+[[delegation]]
+server_name = "chat.example.com"
+server      = "hs.chat.example.com:443"
+client      = "https://hs.chat.example.com"
+`))
+	c := ts.client(t, ts.plainAddr, false)
+	check(t, c, exchange{url: "http://chat.example.com:80/x?y", status: 301,
+		want: hdr("Location", "https://chat.example.com/x?y", "Content-Length", "0")})
+}
+
+// TestPlainNoHost: HTTP/1.0 without Host cannot be routed on the plain
+// listener, which has no SNI to fall back on.
+func TestPlainNoHost(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, twoTenants))
+	conn, err := net.Dial("tcp", ts.plainAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /.well-known/matrix/server HTTP/1.0\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 404 || string(body) != notFoundBody {
+		t.Errorf("got %d %q, want 404 %q", resp.StatusCode, body, notFoundBody)
+	}
+}
+
+// TestTLSNoHost: HTTP/1.0 without Host is routed by SNI.
+func TestTLSNoHost(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, twoTenants))
+	conn, err := tls.Dial("tcp", ts.tlsAddr, &tls.Config{ServerName: "other.example.org", RootCAs: ts.pki.pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /.well-known/matrix/server HTTP/1.0\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != otherServer {
+		t.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, otherServer)
+	}
+}
+
+func TestTLSConfig(t *testing.T) {
+	pki := newPKI(t, testNames...)
+	caller := &tls.Config{Certificates: pki.certs, NextProtos: []string{"acme-tls/1"}, MinVersion: tls.VersionTLS10}
+	ts := startServer(t, Options{TLSConfig: caller}, mustParse(t, twoTenants))
+	ts.pki = pki
+	if !slices.Equal(caller.NextProtos, []string{"acme-tls/1"}) || caller.MinVersion != tls.VersionTLS10 {
+		t.Errorf("caller's config was modified: NextProtos %q, MinVersion %x", caller.NextProtos, caller.MinVersion)
+	}
+	for _, tc := range []struct {
+		offer []string
+		want  string
+	}{
+		{[]string{"h2", "http/1.1"}, "h2"},
+		{[]string{"http/1.1", "h2"}, "h2"}, // the server's preference decides
+		{[]string{"http/1.1"}, "http/1.1"},
+		{[]string{"acme-tls/1"}, "acme-tls/1"},
+		{nil, ""},
+	} {
+		conn, err := tls.Dial("tcp", ts.tlsAddr, &tls.Config{ServerName: "chat.example.com", RootCAs: pki.pool, NextProtos: tc.offer})
+		if err != nil {
+			t.Errorf("offer %q: %v", tc.offer, err)
+			continue
+		}
+		if got := conn.ConnectionState().NegotiatedProtocol; got != tc.want {
+			t.Errorf("offer %q: negotiated %q, want %q", tc.offer, got, tc.want)
+		}
+		if tc.want == "acme-tls/1" {
+			// Nothing but the handshake happens on such a connection.
+			waitClosed(t, conn)
+		}
+		conn.Close()
+	}
+	for _, v := range []uint16{tls.VersionTLS10, tls.VersionTLS11} {
+		conn, err := tls.Dial("tcp", ts.tlsAddr, &tls.Config{ServerName: "chat.example.com", RootCAs: pki.pool, MinVersion: v, MaxVersion: v})
+		if err == nil {
+			conn.Close()
+			t.Errorf("TLS version %x accepted, want TLS 1.2 minimum", v)
+		}
+	}
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		conn, err := tls.Dial("tcp", ts.tlsAddr, &tls.Config{ServerName: "chat.example.com", RootCAs: pki.pool, MinVersion: v, MaxVersion: v})
+		if err != nil {
+			t.Errorf("TLS version %x: %v", v, err)
+			continue
+		}
+		conn.Close()
+	}
+}
+
+func TestServeTLSWithoutConfig(t *testing.T) {
+	s := New(Options{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := s.ServeTLS(l); err == nil || !strings.Contains(err.Error(), "no TLS configuration") {
+		t.Errorf("ServeTLS without TLSConfig: %v, want an error", err)
+	}
+}
+
+// TestSessionResumption: peers that reconnect skip the full handshake, with
+// tickets in TLS 1.3 and in TLS 1.2.
+func TestSessionResumption(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, twoTenants))
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		cfg := &tls.Config{ServerName: "chat.example.com", RootCAs: ts.pki.pool, MaxVersion: v,
+			ClientSessionCache: tls.NewLRUClientSessionCache(4), NextProtos: []string{"http/1.1"}}
+		for i, want := range []bool{false, true} {
+			conn, err := tls.Dial("tcp", ts.tlsAddr, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A request makes the client read the TLS 1.3 ticket, which
+			// follows the handshake.
+			io.WriteString(conn, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\nConnection: close\r\n\r\n")
+			io.Copy(io.Discard, conn)
+			if got := conn.ConnectionState().DidResume; got != want {
+				t.Errorf("TLS %x connection %d: DidResume %v, want %v", v, i, got, want)
+			}
+			conn.Close()
+		}
+	}
+}
+
+// TestReload: a new model changes the answers on connections that stay open.
+func TestReload(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, twoTenants))
+	reloaded := mustParse(t, `
+[http]
+client_max_age = "10m"
+
+[[delegation]]
+server_name = "chat.example.com"
+server      = "hs2.chat.example.com:8448"
+client      = "https://hs2.chat.example.com"
+`)
+	newServer := `{"m.server":"hs2.chat.example.com:8448"}`
+	newClient := `{"m.homeserver":{"base_url":"https://hs2.chat.example.com"}}`
+	for _, h2 := range []bool{false, true} {
+		ts.SetModel(mustParse(t, twoTenants))
+		c := ts.client(t, ts.tlsAddr, h2)
+		var conns []net.Conn
+		get := func(e exchange) {
+			t.Helper()
+			trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { conns = append(conns, i.Conn) }}
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", e.url, nil)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != e.status || string(body) != e.body {
+				t.Errorf("h2 %v %s: got %d %q, want %d %q", h2, e.url, resp.StatusCode, body, e.status, e.body)
+			}
+			if got := resp.Header.Get("Cache-Control"); e.status == 200 && got != e.want.Get("Cache-Control") {
+				t.Errorf("h2 %v %s: Cache-Control %q, want %q", h2, e.url, got, e.want.Get("Cache-Control"))
+			}
+		}
+		get(exchange{url: chatURL + "/.well-known/matrix/client", status: 200, body: chatClient, want: hdr("Cache-Control", "max-age=3600")})
+		ts.SetModel(reloaded)
+		get(exchange{url: chatURL + "/.well-known/matrix/client", status: 200, body: newClient, want: hdr("Cache-Control", "max-age=600")})
+		get(exchange{url: chatURL + "/.well-known/matrix/server", status: 200, body: newServer, want: hdr("Cache-Control", "max-age=86400")})
+		get(exchange{url: chatURL + "/.well-known/matrix/support", status: 404, body: notFoundBody})
+		if len(conns) != 4 || conns[1] != conns[0] || conns[2] != conns[0] || conns[3] != conns[0] {
+			t.Errorf("h2 %v: requests used connections %v, want one kept across the reload", h2, conns)
+		}
+	}
+}
+
+// TestSlowClients: hundreds of clients that connect and stall, in the TLS
+// handshake or in the middle of their headers, do not keep a normal request
+// from being answered, whether the connection bound is far or near.
+func TestSlowClients(t *testing.T) {
+	const slow = 300
+	for _, maxConns := range []int{0, 50} {
+		t.Run(fmt.Sprint("MaxConns=", maxConns), func(t *testing.T) {
+			// Timeouts far beyond the test's patience: if the slow clients
+			// held the server up, only the client timeout would end it.
+			ts := startServer(t, Options{MaxConns: maxConns, ReadHeaderTimeout: time.Hour, ReadTimeout: time.Hour, WriteTimeout: time.Hour},
+				mustParse(t, twoTenants))
+			var stalled []net.Conn
+			defer func() {
+				for _, c := range stalled {
+					c.Close()
+				}
+			}()
+			for i := range slow {
+				c, err := net.Dial("tcp", ts.tlsAddr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				stalled = append(stalled, c)
+				if i%2 == 0 {
+					continue // stalls before the TLS handshake
+				}
+				tc := tls.Client(c, &tls.Config{ServerName: "chat.example.com", RootCAs: ts.pki.pool, NextProtos: []string{"http/1.1"}})
+				if err := tc.Handshake(); err != nil {
+					if maxConns == 0 {
+						t.Fatal(err)
+					}
+					continue // displaced while handshaking: the bound at work
+				}
+				io.WriteString(tc, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.exa")
+			}
+			c := ts.client(t, ts.tlsAddr, false)
+			check(t, c, exchange{url: chatURL + "/.well-known/matrix/client",
+				status: 200, want: docHeaders(chatClient, 3600), body: chatClient})
+			limit := maxConns
+			if limit == 0 {
+				limit = DefaultMaxConns
+			}
+			if n := ts.conns.count(); n > limit || (maxConns == 0 && n < slow) {
+				t.Errorf("open connections: %d, want at most %d and (without a near bound) all %d slow ones", n, limit, slow)
+			}
+		})
+	}
+}
+
+// TestConnBoundBusy: when every connection is in the middle of a request, a
+// new one is refused rather than queued.
+func TestConnBoundBusy(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 2)
+	var once sync.Once
+	defer once.Do(func() { close(release) })
+	wrap := func(http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			started <- struct{}{}
+			<-release
+		})
+	}
+	ts := startServer(t, Options{MaxConns: 2, WrapPlain: wrap}, mustParse(t, twoTenants))
+	var busy []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", ts.plainAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: chat.example.com\r\n\r\n")
+		busy = append(busy, c)
+		<-started
+	}
+	c, err := net.Dial("tcp", ts.plainAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitClosed(t, c)
+	if n := ts.conns.count(); n != 2 {
+		t.Errorf("open connections: %d, want 2", n)
+	}
+	once.Do(func() { close(release) })
+	for _, b := range busy {
+		resp, err := http.ReadResponse(bufio.NewReader(b), nil)
+		if err != nil {
+			t.Fatalf("busy connection: %v", err)
+		}
+		resp.Body.Close()
+	}
+}
+
+// TestTimeouts: the server closes connections that stall in the handshake,
+// in the headers or between requests.
+func TestTimeouts(t *testing.T) {
+	ts := startServer(t, Options{ReadHeaderTimeout: time.Second, IdleTimeout: time.Second},
+		mustParse(t, twoTenants))
+	t.Run("handshake", func(t *testing.T) {
+		c, err := net.Dial("tcp", ts.tlsAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		waitClosed(t, c)
+	})
+	t.Run("headers", func(t *testing.T) {
+		c, err := tls.Dial("tcp", ts.tlsAddr, &tls.Config{ServerName: "chat.example.com", RootCAs: ts.pki.pool, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: chat")
+		waitClosed(t, c)
+	})
+	t.Run("plain headers", func(t *testing.T) {
+		c, err := net.Dial("tcp", ts.plainAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET / HTTP/1.1\r\n")
+		waitClosed(t, c)
+	})
+	t.Run("idle", func(t *testing.T) {
+		c, err := tls.Dial("tcp", ts.tlsAddr, &tls.Config{ServerName: "chat.example.com", RootCAs: ts.pki.pool, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		c.SetReadDeadline(time.Now().Add(time.Minute))
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("idle connection: read %v, want EOF", err)
+		}
+	})
+}
+
+func TestHeaderLimit(t *testing.T) {
+	ts := startServer(t, Options{MaxHeaderBytes: 1024}, mustParse(t, twoTenants))
+	c := ts.client(t, ts.tlsAddr, false)
+	req, _ := http.NewRequest("GET", chatURL+"/.well-known/matrix/server", nil)
+	req.Header.Set("Cookie", strings.Repeat("x", 8<<10))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("status %d, want 431", resp.StatusCode)
+	}
+	// Within the limit, the same request is answered.
+	check(t, c, exchange{url: chatURL + "/.well-known/matrix/server", header: hdr("Cookie", strings.Repeat("x", 512)),
+		status: 200, want: docHeaders(chatServer, 86400), body: chatServer})
+}
+
+// TestMalformed: requests that net/http passes on but that make no sense
+// here get clean errors, and the server keeps answering.
+func TestMalformed(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, twoTenants))
+	for _, req := range []string{
+		"GET /.well-known/matrix/server HTTP/1.1\r\nHost: [::1\r\n\r\n",
+		"GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com:44x\r\n\r\n",
+		"GET /.well-known/matrix/server HTTP/1.1\r\nHost: [::1]:443\r\n\r\n",
+		"GET /.well-known/matrix/server HTTP/1.1\r\nHost: [::1]x\r\n\r\n",
+		"GET /.well-known/matrix/server HTTP/1.1\r\nHost: .\r\n\r\n",
+		"GET /.well-known/matrix/server HTTP/1.1\r\nHost: :\r\n\r\n",
+		"GET * HTTP/1.1\r\nHost: chat.example.com\r\n\r\n",
+		"GET http://chat.example.com/.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\n\r\n",
+	} {
+		conn, err := net.Dial("tcp", ts.plainAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(conn, req)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		conn.Close()
+		if err != nil {
+			t.Errorf("%q: %v", req, err)
+			continue
+		}
+		resp.Body.Close()
+		want := 404
+		if strings.HasPrefix(req, "GET http:") {
+			want = 200
+		}
+		if resp.StatusCode != want {
+			t.Errorf("%q: status %d, want %d", req, resp.StatusCode, want)
+		}
+	}
+}
+
+func TestAccessLog(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		var buf syncBuffer
+		logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: level,
+			ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+				if a.Key == "time" || a.Key == "duration" || a.Key == "remote" {
+					return slog.Attr{}
+				}
+				return a
+			}}))
+		ts := startServer(t, Options{Logger: logger}, mustParse(t, twoTenants))
+		c := ts.client(t, ts.tlsAddr, false)
+		check(t, c, exchange{url: chatURL + "/.well-known/matrix/server", status: 200, want: docHeaders(chatServer, 86400), body: chatServer})
+		pc := ts.client(t, ts.plainAddr, false)
+		check(t, pc, exchange{url: "http://chat.example.com/x", status: 301, want: hdr("Location", "https://chat.example.com:8443/x", "Content-Length", "0")})
+		want := ""
+		if level == slog.LevelDebug {
+			want = "level=DEBUG msg=\"http request\" proto=HTTP/1.1 method=GET host=chat.example.com path=/.well-known/matrix/server status=200 bytes=38\n" +
+				"level=DEBUG msg=\"http request\" proto=HTTP/1.1 method=GET host=chat.example.com path=/x status=301 bytes=0\n"
+		}
+		if got := buf.String(); got != want {
+			t.Errorf("level %v: log\n%s\nwant\n%s", level, got, want)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestShutdownClosesKeepAlive: Shutdown ends idle keep-alive connections
+// and Serve returns nil (checked by startServer's cleanup).
+func TestShutdownClosesKeepAlive(t *testing.T) {
+	s := New(Options{TLSConfig: newPKI(t, testNames...).serverTLS()})
+	s.SetModel(mustParse(t, twoTenants))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.ServePlain(l) }()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("ServePlain after Shutdown: %v, want nil", err)
+	}
+	c.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("keep-alive connection after Shutdown: %v, want EOF", err)
+	}
+}
+
+// TestCurl is the issue's acceptance check, with curl as the client.
+func TestCurl(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl not installed (Debian package curl)")
+	}
+	ts := startServer(t, Options{}, mustParse(t, twoTenants))
+	_, port, _ := net.SplitHostPort(ts.tlsAddr)
+	for _, proto := range []string{"--http1.1", "--http2"} {
+		out, err := exec.Command(curl, "-sS", "-k", proto, "-D", "-", "--resolve", "chat.example.com:"+port+":127.0.0.1",
+			"https://chat.example.com:"+port+"/.well-known/matrix/client").CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl %s: %v\n%s", proto, err, out)
+		}
+		got := string(out)
+		if !strings.HasSuffix(got, "\r\n\r\n"+chatClient) {
+			t.Errorf("curl %s: body is not the client document:\n%s", proto, got)
+		}
+		status := "HTTP/1.1 200 OK\r\n"
+		if proto == "--http2" {
+			status = "HTTP/2 200 \r\n"
+		}
+		if !strings.HasPrefix(got, status) {
+			t.Errorf("curl %s: got\n%s\nwant status line %q", proto, got, status)
+		}
+		for _, h := range []string{"access-control-allow-origin: *\r\n", "content-type: application/json\r\n", "cache-control: max-age=3600\r\n"} {
+			if !strings.Contains(strings.ToLower(got), h) {
+				t.Errorf("curl %s: no %q in\n%s", proto, h, got)
+			}
+		}
+	}
+}
+
+// TestImports holds the package's arrows: config and nothing else of
+// signpost's, and no certmagic.
+func TestImports(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go command not found")
+	}
+	out, err := exec.Command(gobin, "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dep := range strings.FieldsSeq(string(out)) {
+		switch {
+		case strings.HasPrefix(dep, "github.com/caddyserver/"):
+			t.Errorf("imports %s: ACME arrives as a tls.Config and a handler wrapper", dep)
+		case strings.HasPrefix(dep, "github.com/signpost-dev/signpost/") &&
+			dep != "github.com/signpost-dev/signpost/config" && dep != "github.com/signpost-dev/signpost/httpserver":
+			t.Errorf("imports %s: servers depend on config only, never on each other", dep)
+		}
+	}
+}
