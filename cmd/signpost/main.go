@@ -44,6 +44,10 @@ type env struct {
 	now            func() time.Time
 	// hup delivers reload requests; main connects it to SIGHUP.
 	hup <-chan os.Signal
+	// ready, if set, is called by serve once every listener is open, and
+	// reloaded after each reload with its outcome (nil: swapped in).
+	ready    func(bound)
+	reloaded func(error)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -72,10 +76,14 @@ func (e env) run(ctx context.Context, args []string) int {
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
+	case "serve":
+		return e.serve(ctx, args)
 	case "validate":
 		return e.validate(args)
 	case "zone":
 		return e.zone(args)
+	case "probe":
+		return e.probe(ctx, args)
 	case "version":
 		fmt.Fprintf(e.stdout, "signpost %s %s %s/%s\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK

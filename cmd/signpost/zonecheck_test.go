@@ -14,8 +14,10 @@ import (
 // zone checkers, so the master files are what other servers accept.
 func TestZoneCheckers(t *testing.T) {
 	checkers := map[string]func(origin, file string) *exec.Cmd{
-		"named-checkzone": func(origin, file string) *exec.Cmd { return exec.Command("named-checkzone", "-k", "fail", "-n", "fail", origin, file) },
-		"kzonecheck":      func(origin, file string) *exec.Cmd { return exec.Command("kzonecheck", "-o", origin, file) },
+		"named-checkzone": func(origin, file string) *exec.Cmd {
+			return exec.Command("named-checkzone", "-k", "fail", "-n", "fail", origin, file)
+		},
+		"kzonecheck": func(origin, file string) *exec.Cmd { return exec.Command("kzonecheck", "-o", origin, file) },
 	}
 	examples, _ := filepath.Glob("../../deploy/examples/*.toml")
 	for name, check := range checkers {
