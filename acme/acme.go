@@ -65,7 +65,8 @@ type Options struct {
 
 	// DNSAddr is host:port of signpost's own DNS listener (UDP, and TCP for
 	// truncated answers). Before letting the CA validate a DNS-01
-	// challenge, the Manager queries it until it serves the TXT value.
+	// challenge, the Manager queries it, and every [[secondary]] of the
+	// zone at its address, until each serves the TXT value.
 	// Required when dns-01 is offered in mode "acme".
 	DNSAddr string
 
@@ -79,7 +80,7 @@ type Options struct {
 	TLSAddr   string
 
 	// DNSWaitTimeout bounds how long a DNS-01 challenge waits for DNSAddr
-	// to serve its TXT record; 2 minutes if zero.
+	// and the secondaries to serve its TXT record; 2 minutes if zero.
 	DNSWaitTimeout time.Duration
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,9 +14,10 @@ import (
 )
 
 // dnsSolver answers DNS-01 from signpost's own zones: Present writes the
-// TXT record into the TXTStore, Wait queries our own DNS listener until it
-// serves the value, CleanUp removes exactly that value. It never asks a
-// public resolver: we are the authority for the zone.
+// TXT record into the TXTStore, Wait queries our own DNS listener and every
+// secondary of the zone until each serves the value, CleanUp removes exactly
+// that value. It never asks a public resolver: we and our secondaries are
+// the authority for the zone, and the CA may ask any of us.
 //
 // It keeps no state of its own, so any number of challenges, including
 // several under one name, can run at once; the store holds the values.
@@ -45,12 +47,29 @@ func (s dnsSolver) Wait(ctx context.Context, chal acmeproto.Challenge) error {
 	name, value := txtRecord(chal)
 	ctx, cancel := context.WithTimeout(ctx, s.m.dnsWait)
 	defer cancel()
-	for _, addr := range s.m.dnsAddr {
+	for _, addr := range s.m.nameservers(name) {
 		if err := waitTXT(ctx, addr, name, value); err != nil {
 			return fmt.Errorf("acme: dns-01 for %s: %w", chal.Identifier.Value, err)
 		}
 	}
 	return nil
+}
+
+// nameservers returns the servers that must serve a TXT record at name
+// before the CA looks: our own listener, then every [[secondary]] of the
+// zone holding name, at the address it takes NOTIFY on. A secondary copies
+// the zone after our NOTIFY, so waiting for it costs a transfer, about as
+// long as the NOTIFY round trip plus the secondary's reload.
+func (m *Manager) nameservers(name string) []string {
+	addrs := slices.Clone(m.dnsAddr)
+	if mod := m.model.Load(); mod != nil {
+		if z := mod.ZoneFor(name); z != nil {
+			for _, sec := range mod.Secondaries(z.Origin) {
+				addrs = append(addrs, sec.Notify.String())
+			}
+		}
+	}
+	return addrs
 }
 
 func (s dnsSolver) CleanUp(_ context.Context, chal acmeproto.Challenge) error {

@@ -400,6 +400,7 @@ type site struct {
 	extraNames  []string
 	challenges  []string
 	mode        string
+	extra       string // more TOML, appended
 }
 
 func (e *env) model(s site) *config.Model {
@@ -422,6 +423,7 @@ func (e *env) model(s site) *config.Model {
 	for _, n := range s.serverNames {
 		fmt.Fprintf(&b, "[[delegation]]\nserver_name = %q\nserver = \"hs.example.test:443\"\nclient = \"https://hs.example.test\"\n", n)
 	}
+	b.WriteString(s.extra)
 	m, err := config.Parse("test.toml", []byte(b.String()), config.Options{})
 	if err != nil {
 		e.t.Fatalf("config:\n%s\n%v", b.String(), err)

@@ -3,6 +3,7 @@ package dnsserver
 import (
 	"bytes"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,11 @@ var _ txtStore = (*Server)(nil)
 
 const acmeName = "_acme-challenge.chat.example.com."
 
+// negSOA is soaNeg with another serial: every TXT change bumps it.
+func negSOA(serial uint32) string {
+	return strings.Replace(soaNeg, " 1 7200 ", fmt.Sprintf(" %d 7200 ", serial), 1)
+}
+
 func TestACMETXT(t *testing.T) {
 	s := startServer(t, testModel(t, testTOML), Options{})
 	nx := tc{Qname: acmeName, Qtype: dns.TypeTXT, EDNS: 1232, Rcode: dns.RcodeNameError, AA: true, Ns: []string{soaNeg}}
@@ -29,7 +35,7 @@ func TestACMETXT(t *testing.T) {
 		Ns:     apexNS, Extra: []string{ns1A, ns1AAA}}
 	two := tc{Qname: acmeName, Qtype: dns.TypeTXT, EDNS: 1232, Rcode: dns.RcodeSuccess, AA: true,
 		Answer: []string{acmeName + ` 60 IN TXT "token-two"`}, Ns: apexNS, Extra: []string{ns1A, ns1AAA}}
-	nodataA := tc{Qname: acmeName, Qtype: dns.TypeA, Rcode: dns.RcodeSuccess, AA: true, Ns: []string{soaNeg}}
+	nodataA := tc{Qname: acmeName, Qtype: dns.TypeA, Rcode: dns.RcodeSuccess, AA: true, Ns: []string{negSOA(3)}}
 	check := func(cases ...tc) {
 		t.Helper()
 		for _, c := range cases {
@@ -68,7 +74,13 @@ func TestACMETXT(t *testing.T) {
 	if err := s.RemoveTXT(acmeName, "token-two"); err != nil {
 		t.Fatal(err)
 	}
+	// Two adds and two removes: four changes, four serials on from 1,
+	// however many calls changed nothing and whatever the reload did.
+	nx.Ns = []string{negSOA(5)}
 	check(nx)
+	if got := s.Serials(); !reflect.DeepEqual(got, map[string]uint32{"chat.example.com.": 5, "matrix.test.": 1}) {
+		t.Errorf("Serials() = %v", got)
+	}
 
 	// A name that already has TXT records in the zone: one RRset.
 	if err := s.AddTXT("a.b.c.chat.example.com.", "challenge"); err != nil {
@@ -129,9 +141,10 @@ func TestACMEConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// 160 adds and 160 removes, each a change of its own.
 	for i := range 3 {
 		checkQuery(t, "udp", s.udp, tc{Qname: fmt.Sprintf("_acme-challenge.n%d.chat.example.com.", i), Qtype: dns.TypeTXT,
-			Rcode: dns.RcodeNameError, AA: true, Ns: []string{soaNeg}})
+			Rcode: dns.RcodeNameError, AA: true, Ns: []string{negSOA(321)}})
 	}
 }
 
@@ -155,7 +168,7 @@ func TestIncrementalRebuild(t *testing.T) {
 			t.Fatal(err)
 		}
 		inc := s.ix.Load()
-		full := buildIndex(m, s.txt, nil)
+		full := buildIndex(m, s.dynamic(), s.Serials(), nil)
 		if len(inc.fast.table) != len(full.fast.table) {
 			t.Fatalf("step %d: %d precomputed replies, fresh build has %d", i, len(inc.fast.table), len(full.fast.table))
 		}

@@ -45,6 +45,9 @@ type fastZone struct {
 	// names inside the zone: a query name under the same label would let
 	// miekg/dns compress differently from the template.
 	clash [][]byte
+	// slow sends every query in the zone to the full path: the catalog
+	// zone, whose answer depends on who asks.
+	slow bool
 }
 
 const (
@@ -100,6 +103,14 @@ func buildFast(ix *index) *fastIndex {
 			f.table[k] = e
 		}
 		f.zones[z.fast.origin] = z.fast
+	}
+	if ix.catalog != nil {
+		for origin := range ix.catalog.zones {
+			var wire [256]byte
+			n, _ := dns.PackDomainName(origin, wire[:], 0, nil, false)
+			f.zones[string(wire[:n])] = &fastZone{slow: true}
+			f.maxZoneLabels = max(f.maxZoneLabels, dns.CountLabel(origin))
+		}
 	}
 	return f
 }
@@ -328,6 +339,9 @@ func (f *fastIndex) reply(pkt, out []byte, sc *scratch) []byte {
 	}
 	if fz == nil {
 		return f.refused[edns].write(out, pkt, qend, 0, dns.RcodeRefused, do, limit)
+	}
+	if fz.slow {
+		return nil
 	}
 	if zi > 0 {
 		above := sc.key[sc.labels[zi-1]:sc.labels[zi]]

@@ -13,20 +13,28 @@ import (
 // CA should not keep an old one for long.
 const acmeTTL = 60
 
-// index is everything needed to answer queries: the zones of one model plus
-// the ACME TXT records present when it was built, and the precomputed
-// answers. It is immutable once built; the server swaps a pointer to it.
+// index is everything needed to answer queries: the zones of one model with
+// their effective serials, the dynamic TXT records present when it was
+// built (ACME DNS-01 and RFC 2136 updates), and the precomputed answers. It
+// is immutable once built; the server swaps a pointer to it.
 type index struct {
 	zones map[string]*zone // by origin: lower case, fully qualified
 	// maxZoneLabels is the label count of the deepest origin, so zone
 	// lookup can skip labels that cannot start an origin.
 	maxZoneLabels int
 	fast          *fastIndex
+
+	model *config.Model // what the zones came from; nil before SetModel
+	keys  keyring       // the model's TSIG keys
+	// catalog answers the catalog zone, on its own: only to clients
+	// allowed to transfer it. nil without a catalog zone.
+	catalog *index
 }
 
 type zone struct {
 	src    *config.Zone
-	txtKey string // the ACME records included, see txtKey
+	dynKey string // the dynamic records included, see dynKey
+	serial uint32 // the serial served, at least src.SOA.Serial
 	leaves bool   // has a CNAME to a name outside the zone
 	fast   *fastZone
 	origin string
@@ -35,6 +43,10 @@ type zone struct {
 	negSOA *rrset // TTL min(SOA TTL, minimum), for negative answers (RFC 2308 §5)
 	ns     *rrset // apex NS
 	nodes  map[string]*node
+	// records is the zone as transferred: the SOA with the served serial,
+	// the rest of the configured records in canonical order, then the
+	// dynamic records.
+	records []dns.RR
 }
 
 // node is one name that exists in a zone: it owns records, or it is an empty
@@ -62,37 +74,46 @@ func (n *node) get(t uint16) *rrset {
 	return nil
 }
 
-// buildIndex indexes every zone of m, with the TXT records of txt (owner
-// name to values) added to the zones that hold them. Records that cannot be
-// served (a TXT owner outside every zone, at a CNAME or below a zone cut) are
-// left out; AddTXT refuses them up front, so this only happens when a reload
-// took a zone away.
+// buildIndex indexes every zone of m, serving each with its serial from
+// serials (the zone's own when missing), with the dynamic TXT records of dyn
+// (owner name to records) added to the zones that hold them. Records that
+// cannot be served (an owner outside every zone, at a CNAME or below a zone
+// cut) are left out; AddTXT and UPDATE refuse them up front, so this only
+// happens when a reload took a zone away.
 //
-// Zones of prev built from the same *config.Zone with the same TXT records
-// are reused, with their precomputed answers, so an ACME challenge costs the
-// rebuild of one zone, not of all of them. A zone whose CNAMEs leave it
-// depends on the others and is rebuilt whenever any zone changes.
-func buildIndex(m *config.Model, txt map[string][]string, prev *index) *index {
-	ix := &index{zones: map[string]*zone{}}
+// Zones of prev built from the same *config.Zone with the same dynamic
+// records and serial are reused, with their precomputed answers, so an ACME
+// challenge costs the rebuild of one zone, not of all of them. A zone whose
+// CNAMEs leave it depends on the others and is rebuilt whenever any zone
+// changes.
+func buildIndex(m *config.Model, dyn map[string][]dns.RR, serials map[string]uint32, prev *index) *index {
+	ix := &index{zones: map[string]*zone{}, model: m}
 	if m == nil {
 		ix.fast = buildFast(ix)
 		return ix
 	}
+	ix.keys = newKeyring(m.Keys)
+	serial := func(mz *config.Zone) uint32 {
+		if s, ok := serials[mz.Origin]; ok {
+			return s
+		}
+		return mz.SOA.Serial
+	}
 	var fresh []*zone
 	for _, mz := range m.Zones {
-		key := txtKey(mz.Origin, txt)
+		key := dynKey(mz.Origin, dyn)
 		if prev != nil {
-			if z := prev.zones[mz.Origin]; z != nil && z.src == mz && z.txtKey == key {
+			if z := prev.zones[mz.Origin]; z != nil && z.src == mz && z.dynKey == key && z.serial == serial(mz) {
 				ix.zones[z.origin] = z
 				ix.maxZoneLabels = max(ix.maxZoneLabels, dns.CountLabel(z.origin))
 				continue
 			}
 		}
-		z := buildZone(mz, txt)
+		z := buildZone(mz, dyn, serial(mz))
 		if z == nil {
 			continue
 		}
-		z.txtKey = key
+		z.dynKey = key
 		ix.zones[z.origin] = z
 		ix.maxZoneLabels = max(ix.maxZoneLabels, dns.CountLabel(z.origin))
 		fresh = append(fresh, z)
@@ -100,8 +121,8 @@ func buildIndex(m *config.Model, txt map[string][]string, prev *index) *index {
 	changed := len(fresh) > 0 || prev == nil || len(prev.zones) != len(ix.zones)
 	for _, z := range ix.zones {
 		if !slices.Contains(fresh, z) && changed && z.leaves {
-			nz := buildZone(z.src, txt)
-			nz.txtKey = z.txtKey
+			nz := buildZone(z.src, dyn, z.serial)
+			nz.dynKey = z.dynKey
 			ix.zones[z.origin] = nz
 			fresh = append(fresh, nz)
 		}
@@ -109,27 +130,78 @@ func buildIndex(m *config.Model, txt map[string][]string, prev *index) *index {
 	for _, z := range fresh {
 		z.fast = ix.buildFastZone(z)
 	}
+	if mz := m.Catalog; mz != nil {
+		var z *zone
+		if prev != nil && prev.catalog != nil {
+			if pz := prev.catalog.zones[mz.Origin]; pz != nil && pz.src == mz && pz.serial == serial(mz) {
+				z = pz
+			}
+		}
+		if z == nil {
+			z = buildZone(mz, nil, serial(mz))
+		}
+		if z != nil {
+			ix.catalog = &index{zones: map[string]*zone{z.origin: z}, maxZoneLabels: dns.CountLabel(z.origin), model: m, keys: ix.keys}
+		}
+	}
 	ix.fast = buildFast(ix)
 	return ix
 }
 
-// txtKey identifies the ACME TXT records that fall inside origin.
-func txtKey(origin string, txt map[string][]string) string {
+// dynKey identifies the dynamic records that fall inside origin.
+func dynKey(origin string, dyn map[string][]dns.RR) string {
 	var parts []string
-	for name, values := range txt {
+	for name, rrs := range dyn {
 		if dns.IsSubDomain(origin, name) {
-			parts = append(parts, name+"\x00"+strings.Join(values, "\x00"))
+			for _, rr := range rrs {
+				parts = append(parts, rr.String())
+			}
 		}
 	}
 	slices.Sort(parts)
-	return strings.Join(parts, "\x01")
+	return strings.Join(parts, "\n")
 }
 
-// buildZone indexes one zone; nil if it has no SOA (config never makes one).
-func buildZone(mz *config.Zone, txt map[string][]string) *zone {
-	z := &zone{origin: mz.Origin, src: mz, nodes: map[string]*node{}}
+// zoneAt returns the zone with origin name (lower case), the catalog zone
+// included, or nil.
+func (ix *index) zoneAt(name string) *zone {
+	if z := ix.zones[name]; z != nil {
+		return z
+	}
+	if ix.catalog != nil {
+		return ix.catalog.zones[name]
+	}
+	return nil
+}
+
+// inCatalog says whether name (any case) is in the catalog zone.
+func (ix *index) inCatalog(name string) bool {
+	if ix.catalog == nil {
+		return false
+	}
+	for origin := range ix.catalog.zones {
+		return dns.IsSubDomain(origin, lower(name))
+	}
+	return false
+}
+
+// buildZone indexes one zone, served with serial, plus the records of dyn
+// inside it; nil if it has no SOA (config never makes one).
+func buildZone(mz *config.Zone, dyn map[string][]dns.RR, serial uint32) *zone {
+	z := &zone{origin: mz.Origin, src: mz, serial: serial, nodes: map[string]*node{}}
+	z.records = mz.Records
+	if serial != mz.SOA.Serial {
+		soa := dns.Copy(mz.SOA).(*dns.SOA)
+		soa.Serial = serial
+		z.records = slices.Clone(mz.Records)
+		for i, rr := range z.records {
+			if rr == dns.RR(mz.SOA) {
+				z.records[i] = soa
+			}
+		}
+	}
 	byName := map[string]map[uint16][]dns.RR{}
-	for _, rr := range mz.Records {
+	for _, rr := range z.records {
 		h := rr.Header()
 		name := strings.ToLower(h.Name)
 		if byName[name] == nil {
@@ -177,7 +249,7 @@ func buildZone(mz *config.Zone, txt map[string][]string) *zone {
 	for _, nd := range z.nodes {
 		nd.cut = z.findCut(nd.name)
 	}
-	z.addTXT(txt)
+	z.addDynamic(dyn)
 	return z
 }
 
@@ -221,44 +293,56 @@ func (z *zone) txtAllowed(name string) bool {
 	return true
 }
 
-// addTXT adds the ACME records that belong to z, creating their names (and
-// the empty non-terminals above them) as needed.
-func (z *zone) addTXT(txt map[string][]string) {
-	names := make([]string, 0, len(txt))
-	for name := range txt {
-		if dns.IsSubDomain(z.origin, name) && len(txt[name]) > 0 && z.txtAllowed(name) {
+// addDynamic adds the dynamic TXT records that belong to z, creating their
+// names (and the empty non-terminals above them) as needed. A record whose
+// data is already in the RRset is not added twice (RFC 2181 §5).
+func (z *zone) addDynamic(dyn map[string][]dns.RR) {
+	names := make([]string, 0, len(dyn))
+	for name := range dyn {
+		if dns.IsSubDomain(z.origin, name) && len(dyn[name]) > 0 && z.txtAllowed(name) {
 			names = append(names, name)
 		}
 	}
 	slices.Sort(names)
+	if len(names) > 0 {
+		z.records = slices.Clip(z.records)
+	}
 	for _, name := range names {
-		var rrs []dns.RR
-		for _, v := range txt[name] {
-			rrs = append(rrs, &dns.TXT{
-				Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: acmeTTL},
-				Txt: []string{v},
-			})
-		}
 		for n := name; z.nodes[n] == nil; {
 			z.nodes[n] = &node{name: n}
 			i, _ := dns.NextLabel(n, 0)
 			n = n[i:]
 		}
 		nd := z.nodes[name]
-		if s := nd.get(dns.TypeTXT); s != nil {
-			// A TXT RRset from the configuration and the challenge values
+		old := nd.get(dns.TypeTXT)
+		var have []dns.RR
+		if old != nil {
+			have = old.rrs
+		}
+		added := slices.Clip(have)
+		for _, rr := range dyn[name] {
+			if !slices.ContainsFunc(added, func(x dns.RR) bool { return dns.IsDuplicate(x, rr) }) {
+				added = append(added, rr)
+				z.records = append(z.records, rr)
+			}
+		}
+		if len(added) == len(have) {
+			continue
+		}
+		if old != nil {
+			// A TXT RRset from the configuration and the dynamic values
 			// form one RRset; copy so the previous index stays intact.
-			merged := &rrset{name: name, typ: dns.TypeTXT, rrs: append(slices.Clip(s.rrs), rrs...)}
+			merged := &rrset{name: name, typ: dns.TypeTXT, rrs: added}
 			sets := slices.Clone(nd.sets)
 			for i := range sets {
-				if sets[i] == s {
+				if sets[i] == old {
 					sets[i] = merged
 				}
 			}
 			nd.sets = sets
 			continue
 		}
-		nd.sets = append(nd.sets, &rrset{name: name, typ: dns.TypeTXT, rrs: rrs})
+		nd.sets = append(nd.sets, &rrset{name: name, typ: dns.TypeTXT, rrs: added})
 		slices.SortFunc(nd.sets, func(a, b *rrset) int { return typeOrder(a.typ) - typeOrder(b.typ) })
 	}
 }

@@ -23,6 +23,7 @@ func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 var (
 	qHS    = []byte("\x02hs\x04chat\x07example\x03com\x00\x00\x01\x00\x01") // hs.chat.example.com A IN
+	qApex  = []byte("\x04chat\x07example\x03com\x00\x00\x06\x00\x01")       // chat.example.com SOA IN
 	optRR  = []byte("\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00")         // OPT, 1232, version 0
 	aRR    = []byte("\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x04")
 	formRD = hdr(0x1234, 0x8100|dns.RcodeFormatError, 0, 0, 0, 0) // QR RD FORMERR
@@ -57,10 +58,14 @@ var rawCases = []rawCase{
 	{name: "OPT with an owner name", pkt: cat(hdr(0x1234, 0x0100, 1, 0, 0, 1), qHS, []byte("\x01x"), optRR[1:]), want: formRD},
 	{name: "OPT truncated", pkt: cat(hdr(0x1234, 0x0100, 1, 0, 0, 1), qHS, optRR[:7]), want: formRD},
 	{name: "opcode STATUS", pkt: cat(hdr(0x1234, 2<<11, 1, 0, 0, 0), qHS), want: hdr(0x1234, 0x8000|2<<11|dns.RcodeNotImplemented, 0, 0, 0, 0)},
-	{name: "opcode UPDATE", pkt: cat(hdr(0x1234, 5<<11, 1, 0, 0, 0), qHS), want: hdr(0x1234, 0x8000|5<<11|dns.RcodeNotImplemented, 0, 0, 0, 0)},
+	// NSD has no UPDATE (NOTIMP); an update whose zone section is not one
+	// SOA question is malformed (RFC 2136 §3.1.1).
+	{name: "opcode UPDATE", pkt: cat(hdr(0x1234, 5<<11, 1, 0, 0, 0), qHS), want: hdr(0x1234, 0x8000|5<<11|dns.RcodeFormatError, 0, 0, 0, 0), nsdDiffers: true},
 	{name: "opcode 15", pkt: cat(hdr(0x1234, 15<<11, 1, 0, 0, 0), qHS), want: hdr(0x1234, 0x8000|15<<11|dns.RcodeNotImplemented, 0, 0, 0, 0)},
-	// NOTIFY is for secondaries; NSD handles it, we do not (yet).
-	{name: "opcode NOTIFY", pkt: cat(hdr(0x1234, 4<<11, 1, 0, 0, 0), qHS), want: hdr(0x1234, 0x8000|4<<11|dns.RcodeNotImplemented, 0, 0, 0, 0), nsdDiffers: true},
+	// NOTIFY is for secondaries. For a name that is not a zone, NSD says
+	// NXDOMAIN; for a zone, REFUSED with AA.
+	{name: "opcode NOTIFY", pkt: cat(hdr(0x1234, 4<<11, 1, 0, 0, 0), qHS), want: hdr(0x1234, 0x8000|4<<11|dns.RcodeNameError, 0, 0, 0, 0)},
+	{name: "NOTIFY for a zone", pkt: cat(hdr(0x1234, 4<<11|0x0400, 1, 0, 0, 0), qApex), want: hdr(0x1234, 0x8000|4<<11|0x0400|dns.RcodeRefused, 0, 0, 0, 0)},
 }
 
 // rawExchange sends pkt over UDP, then a probe query, and returns the reply

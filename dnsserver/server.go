@@ -1,7 +1,15 @@
 // Package dnsserver is signpost's authoritative DNS server. It answers from
 // the zones of a *config.Model snapshot, over UDP and TCP, the way NSD
 // answers from the same zone file, and it holds the TXT records that ACME
-// DNS-01 challenges put under _acme-challenge.<name>.
+// DNS-01 challenges put under _acme-challenge.<name>, whether from
+// signpost's own ACME client (AddTXT) or from a homeserver's by RFC 2136
+// UPDATE signed with TSIG.
+//
+// It is a hidden primary for secondaries: it serves zone transfers (AXFR,
+// and IXFR answered in full) over TCP to the addresses and TSIG keys the
+// model allows, sends them NOTIFY whenever a zone's serial changes, and
+// keeps every serial strictly increasing across reloads, dynamic changes and
+// (through Options.OnSerials and config.Options.Floor) restarts.
 //
 // Each SetModel (and each TXT change) builds an immutable index, including
 // the packed reply to every common question, and swaps it in atomically, so
@@ -19,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -57,6 +66,24 @@ type Options struct {
 	// to ServeUDP, and of SO_REUSEPORT sockets ListenAndServe opens;
 	// GOMAXPROCS if zero.
 	UDPReaders int
+
+	// NotifyTries is how often a NOTIFY is sent to a secondary that does
+	// not answer it; 5 if zero.
+	NotifyTries int
+	// NotifyTimeout is how long each NOTIFY waits for its reply; 2s if
+	// zero.
+	NotifyTimeout time.Duration
+	// NotifyRetryDelay is the pause after the first unanswered NOTIFY,
+	// doubled after each further one; 1s if zero.
+	NotifyRetryDelay time.Duration
+	// OnSerials, if set, is called with the serial of every zone served
+	// since New (the catalog zone included) whenever one of them changes:
+	// a reload, an ACME TXT change, an UPDATE. It runs before the new
+	// serials are served, one call at a time and in order; the map is the
+	// callee's to keep. It must not call back into the Server. Persist the
+	// map and pass it as config.Options.Floor after a restart, and no
+	// secondary ever sees a serial go backwards.
+	OnSerials func(serials map[string]uint32)
 }
 
 // Server answers DNS queries from the current model. Its methods are safe
@@ -68,7 +95,10 @@ type Server struct {
 
 	buildMu sync.Mutex // serialises index builds, so the newest always wins
 	model   *config.Model
-	txt     map[string][]string // ACME DNS-01 values by owner name
+	txt     map[string][]string  // ACME DNS-01 values by owner name
+	upd     map[string]*updSet   // records written by UPDATE, by owner name
+	zstate  map[string]zoneState // by origin: every zone served since New
+	notify  *notifier
 
 	mu      sync.Mutex
 	closed  bool
@@ -102,22 +132,32 @@ func New(o Options) *Server {
 	if o.UDPReaders <= 0 {
 		o.UDPReaders = runtime.GOMAXPROCS(0)
 	}
-	s := &Server{opts: o, logger: o.Logger, txt: map[string][]string{}}
-	s.ix.Store(buildIndex(nil, nil, nil))
+	if o.NotifyTries <= 0 {
+		o.NotifyTries = 5
+	}
+	if o.NotifyTimeout <= 0 {
+		o.NotifyTimeout = 2 * time.Second
+	}
+	if o.NotifyRetryDelay <= 0 {
+		o.NotifyRetryDelay = time.Second
+	}
+	s := &Server{opts: o, logger: o.Logger, txt: map[string][]string{}, upd: map[string]*updSet{}, zstate: map[string]zoneState{}}
+	s.notify = newNotifier(o, o.Logger)
+	s.ix.Store(buildIndex(nil, nil, nil, nil))
 	return s
 }
 
 // SetModel makes the server answer from m. Queries in flight finish with the
-// model they started with; the next ones see m.
+// model they started with; the next ones see m. Records written by UPDATE
+// stay where m's [[update]] policies still allow them; zones whose content
+// changed get a serial above the one served before, and their secondaries a
+// NOTIFY.
 func (s *Server) SetModel(m *config.Model) {
 	s.buildMu.Lock()
 	defer s.buildMu.Unlock()
 	s.model = m
+	s.keepAllowedUpdates()
 	s.rebuild()
-}
-
-func (s *Server) rebuild() {
-	s.ix.Store(buildIndex(s.model, s.txt, s.ix.Load()))
 }
 
 // AddTXT publishes a TXT record with value at name, next to any values
@@ -183,10 +223,22 @@ func txtName(name, value string) (string, error) {
 	return lower(dns.Fqdn(name)), nil
 }
 
-// handleMsg is the TCP handler: miekg/dns has framed and parsed the query.
+// handleMsg is the TCP handler: miekg/dns has framed and parsed the query,
+// and verified its TSIG if it has one.
 func (s *Server) handleMsg(w dns.ResponseWriter, req *dns.Msg) {
+	ix := s.ix.Load()
+	if !ix.plain(req) {
+		var status error
+		if req.IsTsig() != nil {
+			status = w.TsigStatus()
+		}
+		x := &request{ix: ix, req: req, tsigStatus: status, peer: addrPort(w.RemoteAddr()), tcp: true,
+			send: func(b []byte) error { _, err := w.Write(b); return err }}
+		s.safeSpecial(x)
+		return
+	}
 	var buf [1024]byte
-	out := s.safeRespond(req, true, buf[:0])
+	out := s.safeRespond(ix, req, true, buf[:0])
 	if out == nil {
 		return
 	}
@@ -195,23 +247,39 @@ func (s *Server) handleMsg(w dns.ResponseWriter, req *dns.Msg) {
 
 // safeRespond is the packet edge: a panic in answering turns into SERVFAIL
 // and a log line, never into a dead server.
-func (s *Server) safeRespond(req *dns.Msg, tcp bool, buf []byte) (out []byte) {
+func (s *Server) safeRespond(ix *index, req *dns.Msg, tcp bool, buf []byte) (out []byte) {
 	defer func() {
 		if v := recover(); v != nil {
-			name := ""
-			if len(req.Question) > 0 {
-				name = req.Question[0].Name
-			}
-			s.logger.Error("dnsserver: recovered panic answering query", "qname", name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			s.logPanic(req, v)
 			out = servfail(req.Id, req.Opcode, req.RecursionDesired, buf)
 		}
 	}()
-	return s.ix.Load().respond(req, tcp, buf)
+	return ix.respond(req, tcp, buf)
+}
+
+// safeSpecial is safeRespond for messages that take the special path.
+func (s *Server) safeSpecial(x *request) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.logPanic(x.req, v)
+			_ = x.send(servfail(x.req.Id, x.req.Opcode, x.req.RecursionDesired, nil))
+		}
+	}()
+	s.special(x)
+}
+
+func (s *Server) logPanic(req *dns.Msg, v any) {
+	name := ""
+	if len(req.Question) > 0 {
+		name = req.Question[0].Name
+	}
+	s.logger.Error("dnsserver: recovered panic answering query", "qname", name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 }
 
 // handleRaw answers one UDP packet on the full path: parse with miekg/dns,
-// resolve, pack. It returns nil to drop the packet.
-func (s *Server) handleRaw(ix *index, pkt, buf []byte) []byte {
+// resolve, pack. from says who sent it (nil if unknown). It returns nil to
+// drop the packet.
+func (s *Server) handleRaw(ix *index, pkt, buf []byte, from peer) []byte {
 	if len(pkt) < 12 || pkt[2]&0x80 != 0 {
 		return nil // too short to answer, or a response: drop
 	}
@@ -222,7 +290,46 @@ func (s *Server) handleRaw(ix *index, pkt, buf []byte) []byte {
 	if err := req.Unpack(pkt); err != nil {
 		return formerr(pkt, buf)
 	}
-	return ix.respond(req, false, buf)
+	if ix.plain(req) {
+		return ix.respond(req, false, buf)
+	}
+	return s.handleSpecialUDP(ix, *req, pkt, buf, from)
+}
+
+// handleSpecialUDP takes the message by value so that the common path of
+// handleRaw keeps its dns.Msg on the stack.
+func (s *Server) handleSpecialUDP(ix *index, req dns.Msg, pkt, buf []byte, from peer) []byte {
+	x := &request{ix: ix, req: &req}
+	if from != nil {
+		x.peer = from.addrPort()
+	}
+	if req.IsTsig() != nil {
+		// Verification rewrites the header in place; req is parsed already.
+		x.tsigStatus = dns.TsigVerifyWithProvider(pkt, ix.keys, "", false)
+	}
+	var out []byte
+	x.send = func(b []byte) error { out = append(buf[:0], b...); return nil }
+	s.special(x)
+	return out
+}
+
+// peer is the sender of a UDP packet, read only when the full path needs it.
+type peer interface{ addrPort() netip.AddrPort }
+
+// addrPort returns a's address with IPv4-mapped IPv6 addresses unmapped.
+func addrPort(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	case *net.UDPAddr:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	case nil:
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // recovered logs a panic caught while answering pkt and returns SERVFAIL.
@@ -265,7 +372,7 @@ func formerr(pkt, buf []byte) []byte {
 		out[2] &^= 0x01
 	}
 	out[3] = dns.RcodeFormatError
-	if op := pkt[2] >> 3 & 0xF; op != dns.OpcodeQuery {
+	if op := pkt[2] >> 3 & 0xF; op != dns.OpcodeQuery && op != dns.OpcodeUpdate {
 		out[3] = dns.RcodeNotImplemented
 	}
 	return out
@@ -304,9 +411,12 @@ func (s *Server) serveUDP(pc net.PacketConn, readers int) error {
 // (RFC 7766 §6.2.1.1 pipelining).
 func (s *Server) ServeTCP(l net.Listener) error {
 	srv := &dns.Server{
-		Listener:      netutil.LimitListener(l, s.opts.MaxTCPConns),
-		Net:           "tcp",
-		Handler:       dns.HandlerFunc(s.handleMsg),
+		Listener: netutil.LimitListener(l, s.opts.MaxTCPConns),
+		Net:      "tcp",
+		Handler:  dns.HandlerFunc(s.handleMsg),
+		// miekg/dns verifies TSIG with the current model's keys and only
+		// records the result: handleMsg enforces it.
+		TsigProvider:  currentKeys{s},
 		ReadTimeout:   s.opts.TCPReadTimeout,
 		WriteTimeout:  s.opts.TCPWriteTimeout,
 		IdleTimeout:   func() time.Duration { return s.opts.TCPIdleTimeout },
@@ -422,7 +532,8 @@ func (s *Server) isClosed() bool {
 
 // Shutdown stops every Serve call: UDP sockets close at once, TCP listeners
 // stop accepting and open connections get until ctx is done to finish their
-// current query. It returns ctx's error if that came first.
+// current query (a zone transfer included). NOTIFYs still being retried are
+// abandoned. It returns ctx's error if that came first.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -433,6 +544,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	conns, tcp, listens := s.conns, s.tcp, s.listens
 	s.mu.Unlock()
 	var errs []error
+	s.notify.stop()
 	for _, pc := range conns {
 		_ = pc.Close()
 	}
@@ -443,7 +555,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = listens[i].Close() // in case it had not started yet
 	}
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.wg.Wait(); s.notify.wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():

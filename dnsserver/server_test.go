@@ -207,8 +207,11 @@ var lookupCases = []tc{
 		Extra:  []string{"matrix.test. 3600 IN A 192.0.2.80"}},
 	{Qname: "nothing.matrix.test.", Qtype: dns.TypeSRV, Rcode: dns.RcodeNameError, AA: true,
 		Ns: []string{"matrix.test. 300 IN SOA ns1.chat.example.com. hostmaster.example.com. 1 7200 3600 1209600 300"}},
-	// Zone transfers are not offered.
-	{Qname: "chat.example.com.", Qtype: dns.TypeAXFR, Only: "udp", Rcode: dns.RcodeRefused},
+	// AXFR is TCP only: over UDP NOTIMP, as from NSD and Knot. Over TCP,
+	// with no secondary configured, REFUSED.
+	{Qname: "chat.example.com.", Qtype: dns.TypeAXFR, Only: "udp", Rcode: dns.RcodeNotImplemented},
+	{Qname: "chat.example.com.", Qtype: dns.TypeAXFR, Only: "tcp", Rcode: dns.RcodeRefused},
+	{Qname: "chat.example.com.", Qtype: dns.TypeAXFR, EDNS: 1232, Only: "tcp", Rcode: dns.RcodeRefused, EDE: edeProhibited},
 }
 
 func TestLookup(t *testing.T) {

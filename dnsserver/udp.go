@@ -3,6 +3,7 @@ package dnsserver
 import (
 	"errors"
 	"net"
+	"net/netip"
 )
 
 // udpReaderPortable answers one packet at a time through ReadFrom and
@@ -25,7 +26,7 @@ func (s *Server) udpReaderPortable(pc net.PacketConn) error {
 			return err
 		}
 		ix := s.ix.Load()
-		reply := s.answerPacket(ix, in[:n], out[:0], &sc)
+		reply := s.answerPacket(ix, in[:n], out[:0], &sc, netPeer{addr})
 		if reply == nil {
 			continue
 		}
@@ -36,8 +37,9 @@ func (s *Server) udpReaderPortable(pc net.PacketConn) error {
 }
 
 // answerPacket is the packet edge for one UDP query: fast path, else full
-// path, and a recover that turns a bug into SERVFAIL.
-func (s *Server) answerPacket(ix *index, pkt, buf []byte, sc *scratch) (out []byte) {
+// path, and a recover that turns a bug into SERVFAIL. from is only read on
+// the full path.
+func (s *Server) answerPacket(ix *index, pkt, buf []byte, sc *scratch, from peer) (out []byte) {
 	defer func() {
 		if v := recover(); v != nil {
 			out = s.recovered(v, pkt, buf[:0])
@@ -46,5 +48,10 @@ func (s *Server) answerPacket(ix *index, pkt, buf []byte, sc *scratch) (out []by
 	if out = ix.fast.reply(pkt, buf[:0], sc); out != nil {
 		return out
 	}
-	return s.handleRaw(ix, pkt, buf[:0])
+	return s.handleRaw(ix, pkt, buf[:0], from)
 }
+
+// netPeer is the sender as ReadFrom reports it.
+type netPeer struct{ addr net.Addr }
+
+func (p netPeer) addrPort() netip.AddrPort { return addrPort(p.addr) }

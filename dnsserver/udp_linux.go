@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"syscall"
 	"unsafe"
 
@@ -179,7 +180,7 @@ func (b *batch) run() error {
 			if h.hdr.Flags&unix.MSG_TRUNC != 0 {
 				continue
 			}
-			out := b.s.answerPacket(ix, b.in[i][:h.n], b.out[i][:0], &b.sc)
+			out := b.s.answerPacket(ix, b.in[i][:h.n], b.out[i][:0], &b.sc, (*rawPeer)(&b.names[i]))
 			if out == nil {
 				continue
 			}
@@ -212,6 +213,23 @@ func (b *batch) run() error {
 			return err
 		}
 	}
+}
+
+// rawPeer is the sender's address as recvmmsg wrote it: a sockaddr_in6, or
+// a sockaddr_in in the same space.
+type rawPeer unix.RawSockaddrInet6
+
+func (p *rawPeer) addrPort() netip.AddrPort {
+	port := (*[2]byte)(unsafe.Pointer(&p.Port)) // network byte order
+	n := uint16(port[0])<<8 | uint16(port[1])
+	switch p.Family {
+	case unix.AF_INET6:
+		return netip.AddrPortFrom(netip.AddrFrom16(p.Addr).Unmap(), n)
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(p))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), n)
+	}
+	return netip.AddrPort{}
 }
 
 // replyPktinfo turns the packet info of a query into the control message
