@@ -36,6 +36,24 @@ func (e env) serve(ctx context.Context, args []string) int {
 	if !ok {
 		return exitFail
 	}
+	// Secondaries must never see a zone's serial go backwards, so with
+	// secondaries the last serials served are kept in the state directory
+	// and the model is built again on top of them.
+	var stateDir string
+	if len(model.SecondaryServers) > 0 {
+		stateDir = model.ACME.Storage
+		floor, err := readSerials(stateDir)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "signpost: %v\n", err)
+			return exitFail
+		}
+		m, err := config.Load(path, config.Options{Now: e.now, Floor: floor})
+		if err != nil {
+			fmt.Fprintf(e.stderr, "signpost: %v\n", err)
+			return exitFail
+		}
+		model = m
+	}
 	level := slog.LevelInfo
 	if e.getenv("SIGNPOST_DEBUG") != "" {
 		level = slog.LevelDebug
@@ -90,7 +108,15 @@ func (e env) serve(ctx context.Context, args []string) int {
 
 	// One reader per socket: listenDNS opened one SO_REUSEPORT socket per
 	// core, and the kernel spreads queries over them.
-	dnsSrv := dnsserver.New(dnsserver.Options{Logger: log.With("part", "dns"), UDPReaders: 1})
+	dnsOpts := dnsserver.Options{Logger: log.With("part", "dns"), UDPReaders: 1}
+	if stateDir != "" {
+		dnsOpts.OnSerials = func(serials map[string]uint32) {
+			if err := writeSerials(stateDir, serials); err != nil {
+				log.Error("dns serials not saved; after a restart a secondary may see a serial go back", "err", err)
+			}
+		}
+	}
+	dnsSrv := dnsserver.New(dnsOpts)
 	dnsSrv.SetModel(model)
 	certs, err := acme.New(acme.Options{
 		Logger:    log.With("part", "acme"),

@@ -30,7 +30,11 @@ func (e env) zone(args []string) int {
 	if !ok {
 		return exitFail
 	}
-	for i, z := range m.Zones {
+	zones := m.Zones
+	if m.Catalog != nil {
+		zones = append(zones[:len(zones):len(zones)], m.Catalog)
+	}
+	for i, z := range zones {
 		if i > 0 {
 			fmt.Fprintln(e.stdout)
 		}
@@ -58,9 +62,28 @@ func printModel(w io.Writer, m *config.Model) {
 		}
 		fmt.Fprintf(w, "certificates for %s: %s\n", strings.Join(names, ", "), how)
 	}
+	for _, sec := range m.SecondaryServers {
+		key, zones := "unsigned", "every zone"
+		if sec.Key != nil {
+			key = "key " + sec.Key.Name
+		}
+		if sec.Zones != nil {
+			zones = strings.Join(sec.Zones, ", ")
+		} else if m.Catalog != nil {
+			zones += " and the catalog"
+		}
+		fmt.Fprintf(w, "secondary %s (%s): NOTIFY and AXFR for %s\n", sec.Notify, key, zones)
+	}
+	for _, u := range m.Updates {
+		fmt.Fprintf(w, "UPDATE with key %s: TXT at %s\n", u.Key.Name, strings.Join(u.Names, ", "))
+	}
 	for _, z := range m.Zones {
 		fmt.Fprintf(w, "\nzone %s (serial %d)\n", z.Origin, z.SOA.Serial)
 		z.WriteMasterFile(w)
+	}
+	if m.Catalog != nil {
+		fmt.Fprintf(w, "\ncatalog zone %s (serial %d; for secondaries by AXFR only)\n", m.Catalog.Origin, m.Catalog.SOA.Serial)
+		m.Catalog.WriteMasterFile(w)
 	}
 	for _, d := range m.Delegations {
 		where := "outside every zone: documents only, its DNS records live elsewhere"
