@@ -127,6 +127,11 @@ func hostmasterName(s string) (string, string) {
 	if !ok || local == "" {
 		return "", "is not an email address; write e.g. \"hostmaster@example.com\""
 	}
+	for _, r := range local {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_' || r == '+') {
+			return "", fmt.Sprintf("has %q in its local part, which zone checkers reject in an SOA RNAME; use letters, digits, \"-\", \"_\", \"+\" and \".\"", r)
+		}
+	}
 	if p := hostnameProblem(strings.ToLower(strings.TrimSuffix(domain, "."))); p != "" {
 		return "", "has a domain that " + p
 	}
@@ -142,6 +147,8 @@ func buildHTTP(ps *problems, f *file, m *Model) {
 	}
 	if p := listenProblem(m.HTTP.PlainListen); p != "" {
 		ps.errorf("http.plain_listen", "%s", p)
+	} else if m.HTTP.PlainListen == m.HTTP.Listen && !strings.HasSuffix(m.HTTP.Listen, ":0") {
+		ps.errorf("http.plain_listen", "%q is also http.listen; HTTPS and plain HTTP need ports of their own", m.HTTP.PlainListen)
 	}
 	if h.RootRedirect != "" {
 		u, err := url.Parse(h.RootRedirect)
@@ -558,13 +565,21 @@ func deriveRecords(ps *problems, m *Model, zones []*zoneBuild, ttl uint32) {
 		if z := zoneOf(name); z != nil {
 			d.Zone = z.Zone
 			if len(z.Addresses) > 0 {
+				derived := false // already there as glue for a nameserver of the same name
 				for _, s := range z.records {
-					if s.rr.Header().Name == name && (s.rr.Header().Rrtype == dns.TypeA || s.rr.Header().Rrtype == dns.TypeAAAA) {
-						ps.errorf(s.key, "%q is a server name whose A/AAAA records come from %s.addresses (this host serves its .well-known); remove this record", d.ServerName, z.key)
+					if s.rr.Header().Name != name || (s.rr.Header().Rrtype != dns.TypeA && s.rr.Header().Rrtype != dns.TypeAAAA) {
+						continue
 					}
+					if s.key == z.key+".addresses" {
+						derived = true
+						continue
+					}
+					ps.errorf(s.key, "%q is a server name whose A/AAAA records come from %s.addresses (this host serves its .well-known); remove this record", d.ServerName, z.key)
 				}
-				for _, rr := range addrRRs(name, z.Addresses) {
-					z.records = append(z.records, sourced{rr, z.key + ".addresses"})
+				if !derived {
+					for _, rr := range addrRRs(name, z.Addresses) {
+						z.records = append(z.records, sourced{rr, z.key + ".addresses"})
+					}
 				}
 			}
 		} else {
@@ -615,14 +630,28 @@ func checkZone(ps *problems, z *zoneBuild) {
 		byName[s.rr.Header().Name] = append(byName[s.rr.Header().Name], s)
 	}
 	seen := map[string]string{}
+	ttls := map[string]sourced{} // owner and type -> first record of the RRset
 	for _, s := range z.records {
 		h := s.rr.Header()
+		if h.Rrtype == dns.TypeDNAME {
+			for _, other := range z.records {
+				if o := other.rr.Header().Name; o != h.Name && dns.IsSubDomain(h.Name, o) {
+					ps.errorf(other.key, "%q is below the DNAME at %q (%s), where it can never be reached (RFC 6672 §2.4); remove one of them", o, h.Name, s.key)
+				}
+			}
+		}
 		text := fmt.Sprintf("%s %d %s", h.Name, h.Rrtype, strings.TrimPrefix(s.rr.String(), h.String()))
 		if prev, dup := seen[text]; dup {
 			ps.errorf(s.key, "repeats the record from %s; remove one", prev)
 			continue
 		}
 		seen[text] = s.key
+		set := fmt.Sprintf("%s %d", h.Name, h.Rrtype)
+		if first, ok := ttls[set]; ok && first.rr.Header().Ttl != h.Ttl {
+			ps.errorf(s.key, "TTL %d differs from %d in %s for the same name and type; an RRset has one TTL (RFC 2181 §5.2), so write the same TTL", h.Ttl, first.rr.Header().Ttl, first.key)
+		} else if !ok {
+			ttls[set] = s
+		}
 		switch h.Rrtype {
 		case dns.TypeCNAME:
 			if h.Name == z.Origin {

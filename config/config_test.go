@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/pelletier/go-toml/v2"
 )
 
@@ -46,6 +47,12 @@ func TestProblems(t *testing.T) {
 			[]string{`signpost.toml:2: http.frobnicate: unknown key; expected one of listen, plain_listen, root_redirect, server_max_age, client_max_age`}},
 		{"unknown key in second array table", base + "[[zone]]\norigin = \"other.example\"\naddreses = []\n",
 			[]string{`signpost.toml:17: zone[1].addreses: unknown key; did you mean "addresses"?`}},
+		{"unknown keys in inline tables", "http = { listen = \"[::]:443\", lisen = \"x\" }\n" + base + "[delegation.support]\ncontacts = [\n  { role = \"m.role.admin\", email = \"a@example.com\" },\n  { role = \"m.role.admin\", emial = \"b@example.com\" },\n]\n",
+			[]string{
+				`signpost.toml:1: http.lisen: unknown key; did you mean "listen"?`,
+				`signpost.toml:19: delegation[0].support.contacts[1].emial: unknown key; did you mean "email"?`,
+				`signpost.toml:19: delegation[0].support.contacts[1]: has neither matrix_id nor email; the spec requires at least one of them`,
+			}},
 		{"wrong type", "[dns]\nttl = 3600\n",
 			[]string{`signpost.toml:2: dns.ttl: cannot decode TOML integer into struct field config.dnsTable.TTL of type string`}},
 		{"toml syntax", "[dns\n",
@@ -185,6 +192,14 @@ func TestProblems(t *testing.T) {
 			}},
 		{"catalog inside a zone", strings.Replace(base, "[dns]", "[dns]\ncatalog = \"catalog.chat.example.com\"", 1),
 			[]string{`signpost.toml:3: dns.catalog: "catalog.chat.example.com." is inside a zone signpost serves; use a name of its own such as "catalog.signpost.invalid"`}},
+		{"RRset with two TTLs", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"hs 300 IN A 198.51.100.7", "hs 600 IN A 198.51.100.8"`, 1),
+			[]string{`signpost.toml:9: zone[0].records[1]: TTL 600 differs from 300 in zone[0].records[0] for the same name and type; an RRset has one TTL (RFC 2181 §5.2), so write the same TTL`}},
+		{"records below a DNAME", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"hs 300 IN A 198.51.100.7", "old DNAME new.example.", "www.old A 198.51.100.9"`, 1),
+			[]string{`signpost.toml:9: zone[0].records[2]: "www.old.chat.example.com." is below the DNAME at "old.chat.example.com." (zone[0].records[1]), where it can never be reached (RFC 6672 §2.4); remove one of them`}},
+		{"hostmaster with odd characters", strings.Replace(base, `hostmaster@example.com`, `a b@example.com`, 1),
+			[]string{`signpost.toml:4: dns.hostmaster: "a b@example.com" has ' ' in its local part, which zone checkers reject in an SOA RNAME; use letters, digits, "-", "_", "+" and "."`}},
+		{"one port for https and http", base + "[http]\nlisten = \"[::]:8443\"\nplain_listen = \"[::]:8443\"\n",
+			[]string{`signpost.toml:17: http.plain_listen: "[::]:8443" is also http.listen; HTTPS and plain HTTP need ports of their own`}},
 		{"document too large", base + "client_extra = { \"org.example.big\" = \"" + strings.Repeat("x", 17000) + "\" }\n",
 			[]string{`signpost.toml:15: delegation[0].client_extra: makes a document of 17080 bytes; keep it under 16384 (Synapse rejects over 50 KiB, and clients fetch it on every login)`}},
 	}
@@ -442,5 +457,23 @@ names = ["chat.example.com", "*.chat.example.com"]
 	}
 	if len(m.Warnings) != 1 || !strings.Contains(m.Warnings[0].String(), "secondary[1].key: no key") {
 		t.Errorf("warnings %v", m.Warnings)
+	}
+}
+
+// TestApexNameserverIsServerName: the apex as its own nameserver and a
+// served server name gets its addresses once, not a conflict.
+func TestApexNameserverIsServerName(t *testing.T) {
+	m, err := parse(t, strings.Replace(base, `nameservers = ["ns1.chat.example.com"]`, `nameservers = ["chat.example.com"]`, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a int
+	for _, rr := range m.Zones[0].Records {
+		if rr.Header().Name == "chat.example.com." && rr.Header().Rrtype == dns.TypeA {
+			a++
+		}
+	}
+	if a != 1 {
+		t.Errorf("apex has %d A records, want 1:\n%v", a, m.Zones[0].Records)
 	}
 }

@@ -68,18 +68,19 @@ func (ps *problems) decodeError(err error) {
 	switch {
 	case errors.As(err, &strict):
 		for _, e := range strict.Errors {
-			line, _ := e.Position()
+			line, column := e.Position()
 			key := []string(e.Key())
 			name := key[len(key)-1]
-			path := ps.pos.pathAt(line, name)
+			path := ps.pos.pathAt(line, column)
 			if path == "" {
 				path = strings.Join(key, ".")
 			}
+			table := tableOfPath(path)
 			msg := "unknown key"
-			if s := closest(name, knownKeys[tableOf(key)]); s != "" {
+			if s := closest(name, knownKeys[table]); s != "" {
 				msg += fmt.Sprintf("; did you mean %q?", s)
-			} else if len(knownKeys[tableOf(key)]) > 0 {
-				msg += "; expected one of " + strings.Join(knownKeys[tableOf(key)], ", ")
+			} else if len(knownKeys[table]) > 0 {
+				msg += "; expected one of " + strings.Join(knownKeys[table], ", ")
 			}
 			ps.errs = append(ps.errs, &Problem{File: ps.file, Line: line, Key: path, Msg: msg})
 		}
@@ -90,11 +91,6 @@ func (ps *problems) decodeError(err error) {
 	default:
 		ps.errs = append(ps.errs, &Problem{File: ps.file, Msg: err.Error()})
 	}
-}
-
-// tableOf names the table an unknown key was found in, for knownKeys.
-func tableOf(key []string) string {
-	return strings.Join(key[:len(key)-1], ".")
 }
 
 // knownKeys lists the keys of each table, for "did you mean" hints. It must

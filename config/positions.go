@@ -12,10 +12,15 @@ import (
 // decoding can still name a line.
 type positions struct {
 	lines map[string]int
+	// keys maps where a key is written (line, column) to its indexed path,
+	// to put indices into go-toml's unknown-key errors, which leave out
+	// array indices and inline-table nesting.
+	keys  map[[2]int]string
+	keyAt func(unstable.Iterator, string)
 }
 
 func indexPositions(data []byte) *positions {
-	pos := &positions{lines: map[string]int{}}
+	pos := &positions{lines: map[string]int{}, keys: map[[2]int]string{}}
 	var p unstable.Parser
 	p.Reset(data)
 	arrays := map[string]int{} // indexed path of an array of tables -> entries so far
@@ -26,6 +31,18 @@ func indexPositions(data []byte) *positions {
 		}
 		return p.Shape(n.Raw).Start.Line
 	}
+	// keyAt records the path of a key=value's last key part at its position.
+	keyAt := func(it unstable.Iterator, path string) {
+		var last *unstable.Node
+		for it.Next() {
+			last = it.Node()
+		}
+		if last != nil && (last.Raw.Length > 0 || last.Raw.Offset > 0) {
+			start := p.Shape(last.Raw).Start
+			pos.keys[[2]int{start.Line, start.Column}] = path
+		}
+	}
+	pos.keyAt = keyAt
 	for p.NextExpression() {
 		e := p.Expression()
 		switch e.Kind {
@@ -50,6 +67,7 @@ func indexPositions(data []byte) *positions {
 				path = joinKey(path, part)
 			}
 			pos.set(path, line)
+			keyAt(e.Key(), path)
 			pos.walk(path, e.Value(), lineOf)
 		}
 	}
@@ -89,6 +107,7 @@ func (pos *positions) walk(path string, n *unstable.Node, lineOf func(*unstable.
 				line = pos.lines[path]
 			}
 			pos.set(sub, line)
+			pos.keyAt(c.Key(), sub)
 			pos.walk(sub, c.Value(), lineOf)
 		}
 	}
@@ -129,16 +148,33 @@ func (pos *positions) line(key string) int {
 	return 0
 }
 
-// pathAt returns the indexed path written on line whose last element is
-// name, used to put indices into go-toml's unindexed unknown-key errors.
-func (pos *positions) pathAt(line int, name string) string {
-	best := ""
-	for path, l := range pos.lines {
-		if l == line && (path == name || strings.HasSuffix(path, "."+name)) && (best == "" || len(path) < len(best)) {
-			best = path
+// pathAt returns the indexed path of the key written at line and column,
+// or "" if none is known there.
+func (pos *positions) pathAt(line, column int) string {
+	return pos.keys[[2]int{line, column}]
+}
+
+// tableOfPath names the table a key path is in, without indices
+// ("delegation[0].support.contacts[1].rol" -> "delegation.support.contacts").
+func tableOfPath(path string) string {
+	if i := strings.LastIndex(path, "."); i >= 0 {
+		path = path[:i]
+	} else {
+		return ""
+	}
+	var b strings.Builder
+	depth := 0
+	for _, r := range path {
+		switch {
+		case r == '[':
+			depth++
+		case r == ']':
+			depth--
+		case depth == 0:
+			b.WriteRune(r)
 		}
 	}
-	return best
+	return b.String()
 }
 
 func joinKey(prefix, part string) string {

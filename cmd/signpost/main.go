@@ -121,8 +121,8 @@ func (e env) defaultConfig() string {
 }
 
 // load reads the model and prints every problem when it is invalid.
-func (e env) load(path string, previous *config.Model) (*config.Model, bool) {
-	m, err := config.Load(path, config.Options{Now: e.now, Previous: previous})
+func (e env) load(path string, floor map[string]uint32) (*config.Model, bool) {
+	m, err := config.Load(path, config.Options{Now: e.now, Floor: floor})
 	if err != nil {
 		var problems config.Errors
 		if errors.As(err, &problems) {

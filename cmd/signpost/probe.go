@@ -59,7 +59,12 @@ func (e env) probe(ctx context.Context, args []string) int {
 	}
 	if name == "" && fs.NArg() > 0 {
 		name = fs.Arg(0)
-		fs.Parse(fs.Args()[1:])
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK
+			}
+			return exitUsage
+		}
 	}
 	if name == "" || fs.NArg() > 0 {
 		fs.Usage()

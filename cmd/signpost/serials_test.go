@@ -47,7 +47,7 @@ names = ["chat.example.test"]
 		os.WriteFile(config, []byte(text), 0o644)
 		ctx, cancel := context.WithCancel(context.Background())
 		ready, done := make(chan bound, 1), make(chan int, 1)
-		e := env{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }, now: clock,
+		e := env{stdout: io.Discard, stderr: t.Output(), getenv: func(string) string { return "" }, now: clock,
 			hup: make(chan os.Signal), ready: func(b bound) { ready <- b }}
 		go func() { done <- e.run(ctx, []string{"serve", "-config", config}) }()
 		var b bound

@@ -8,6 +8,8 @@ import (
 	"net"
 	"runtime"
 	"slices"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/signpost-dev/signpost/acme"
@@ -39,20 +41,15 @@ func (e env) serve(ctx context.Context, args []string) int {
 	// Secondaries must never see a zone's serial go backwards, so with
 	// secondaries the last serials served are kept in the state directory
 	// and the model is built again on top of them.
-	var stateDir string
 	if len(model.SecondaryServers) > 0 {
-		stateDir = model.ACME.Storage
-		floor, err := readSerials(stateDir)
+		floor, err := readSerials(model.ACME.Storage)
 		if err != nil {
-			fmt.Fprintf(e.stderr, "signpost: %v\n", err)
+			fmt.Fprintf(e.stderr, "signpost: %v; move it aside to start with serials from the clock\n", err)
 			return exitFail
 		}
-		m, err := config.Load(path, config.Options{Now: e.now, Floor: floor})
-		if err != nil {
-			fmt.Fprintf(e.stderr, "signpost: %v\n", err)
+		if model, ok = e.load(path, floor); !ok {
 			return exitFail
 		}
-		model = m
 	}
 	level := slog.LevelInfo
 	if e.getenv("SIGNPOST_DEBUG") != "" {
@@ -108,16 +105,29 @@ func (e env) serve(ctx context.Context, args []string) int {
 
 	// One reader per socket: listenDNS opened one SO_REUSEPORT socket per
 	// core, and the kernel spreads queries over them.
-	dnsOpts := dnsserver.Options{Logger: log.With("part", "dns"), UDPReaders: 1}
-	if stateDir != "" {
-		dnsOpts.OnSerials = func(serials map[string]uint32) {
-			if err := writeSerials(stateDir, serials); err != nil {
+	// current is the model being served, for the serials hook, which runs
+	// inside dnsserver while the loop below may be swapping models.
+	var current atomic.Pointer[config.Model]
+	current.Store(model)
+	dnsSrv := dnsserver.New(dnsserver.Options{
+		Logger:     log.With("part", "dns"),
+		UDPReaders: 1,
+		OnSerials: func(serials map[string]uint32) {
+			m := current.Load()
+			if len(m.SecondaryServers) == 0 {
+				return // nobody to see a serial go back
+			}
+			if err := writeSerials(m.ACME.Storage, serials); err != nil {
 				log.Error("dns serials not saved; after a restart a secondary may see a serial go back", "err", err)
 			}
-		}
-	}
-	dnsSrv := dnsserver.New(dnsOpts)
-	dnsSrv.SetModel(model)
+		},
+	})
+	dnsSrv.SetModel(model) // from here on it may NOTIFY secondaries
+	closers = append(closers, func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		defer cancel()
+		dnsSrv.Shutdown(sctx) // a no-op after the orderly shutdown below
+	})
 	certs, err := acme.New(acme.Options{
 		Logger:    log.With("part", "acme"),
 		ACME:      model.ACME,
@@ -139,14 +149,19 @@ func (e env) serve(ctx context.Context, args []string) int {
 	}
 
 	errc := make(chan error, (runtime.GOMAXPROCS(0)+1)*len(dnsLs)+2)
+	running := 0
+	start := func(serve func() error) {
+		running++
+		go func() { errc <- serve() }()
+	}
 	for _, d := range dnsLs {
 		for _, pc := range d.pcs {
-			go func() { errc <- dnsSrv.ServeUDP(pc) }()
+			start(func() error { return dnsSrv.ServeUDP(pc) })
 		}
-		go func() { errc <- dnsSrv.ServeTCP(d.l) }()
+		start(func() error { return dnsSrv.ServeTCP(d.l) })
 	}
-	go func() { errc <- httpSrv.ServeTLS(tlsL) }()
-	go func() { errc <- httpSrv.ServePlain(plainL) }()
+	start(func() error { return httpSrv.ServeTLS(tlsL) })
+	start(func() error { return httpSrv.ServePlain(plainL) })
 
 	log.Info("serving", "config", path, "dns", b.DNS, "https", b.HTTPS, "http", b.Plain,
 		"zones", len(model.Zones), "server_names", len(model.Delegations))
@@ -163,12 +178,15 @@ loop:
 			break loop
 		case <-e.hup:
 			next, err := config.Load(path, config.Options{Now: e.now, Previous: model})
+			if err == nil && (!slices.Equal(next.DNS.Listen, model.DNS.Listen) || next.HTTP.Listen != model.HTTP.Listen || next.HTTP.PlainListen != model.HTTP.PlainListen) {
+				// The sockets stay what they are until a restart; serving a
+				// model that names other ones would send clients there.
+				err = errors.New("listen addresses changed (dns.listen, http.listen or http.plain_listen); restart signpost to apply them")
+			}
 			if err != nil {
 				logRejected(log, path, err)
 			} else {
-				if !slices.Equal(next.DNS.Listen, model.DNS.Listen) || next.HTTP.Listen != model.HTTP.Listen || next.HTTP.PlainListen != model.HTTP.PlainListen {
-					log.Warn("listen addresses changed; restart signpost to apply them")
-				}
+				current.Store(next)
 				dnsSrv.SetModel(next)
 				httpSrv.SetModel(next)
 				if err := certs.SetModel(ctx, next); err != nil {
@@ -184,6 +202,7 @@ loop:
 				e.reloaded(err)
 			}
 		case err := <-errc:
+			running--
 			log.Error("listener failed", "err", err)
 			code = exitFail
 			break loop
@@ -198,6 +217,12 @@ loop:
 	if err := dnsSrv.Shutdown(sctx); err != nil {
 		log.Warn("dns shutdown", "err", err)
 	}
+	// Whoever starts a goroutine sees it stop.
+	for ; running > 0; running-- {
+		if err := <-errc; err != nil {
+			log.Warn("listener stopped", "err", err)
+		}
+	}
 	return code
 }
 
@@ -205,18 +230,25 @@ loop:
 // 1.2x the queries/s of one shared socket) and TCP on the same address; with
 // port 0 TCP takes the port the UDP sockets got.
 func listenDNS(addr string) ([]net.PacketConn, net.Listener, error) {
-	pcs, err := dnsserver.ListenUDP(addr, runtime.GOMAXPROCS(0))
-	if err != nil {
-		return nil, nil, fmt.Errorf("dns: listen udp %s: %w", addr, err)
-	}
-	l, err := net.Listen("tcp", pcs[0].LocalAddr().String())
-	if err != nil {
+	_, port, _ := net.SplitHostPort(addr)
+	for try := 0; ; try++ {
+		pcs, err := dnsserver.ListenUDP(addr, runtime.GOMAXPROCS(0))
+		if err != nil {
+			return nil, nil, fmt.Errorf("dns: listen udp %s: %w", addr, err)
+		}
+		l, err := net.Listen("tcp", pcs[0].LocalAddr().String())
+		if err == nil {
+			return pcs, l, nil
+		}
 		for _, pc := range pcs {
 			pc.Close()
 		}
-		return nil, nil, fmt.Errorf("dns: %w", err)
+		// With port 0 the kernel picked a UDP port whose TCP twin may be
+		// taken; pick again rather than fail.
+		if port != "0" || try == 10 || !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, nil, fmt.Errorf("dns: %w", err)
+		}
 	}
-	return pcs, l, nil
 }
 
 // logRejected explains a reload that keeps the running model.

@@ -272,6 +272,11 @@ func TestServeReload(t *testing.T) {
 		t.Errorf("after reload document %q, want %q", got, want)
 	}
 
+	in.write(strings.Replace(text, `plain_listen  = "127.0.0.1:0"`, `plain_listen  = "127.0.0.1:1"`, 1))
+	if err := in.reload(sighup); err == nil || !strings.Contains(err.Error(), "listen addresses changed") {
+		t.Fatalf("reload that moves a listener: %v, want it rejected", err)
+	}
+
 	in.write(strings.Replace(text, `server      = "hs.chat.example.test:8448"`, `server      = "hs.chat.example.test"`, 1))
 	if err := in.reload(sighup); err == nil {
 		t.Fatal("reload of a broken file succeeded")
