@@ -141,6 +141,7 @@ func FuzzParseHead(f *testing.F) {
 	for _, tc := range fastCases {
 		f.Add(tc.req)
 	}
+	ix := newIndex(mustParse(f, twoTenants))
 	f.Fuzz(func(t *testing.T, s string) {
 		end, ok := scanHead([]byte(s))
 		if !ok || end == 0 {
@@ -151,11 +152,34 @@ func FuzzParseHead(f *testing.F) {
 			if q.path == "" || q.path[0] != '/' || q.host == "" {
 				t.Errorf("accepted %q with path %q host %q", s, q.path, q.host)
 			}
-			ix := newIndex(nil)
-			resp, _ := ix.answer(&request{method: q.method, host: q.host, tls: true, path: q.path, inm: q.inm[:q.ninm]})
-			if resp == nil {
-				t.Errorf("no answer for %q", s)
+			for _, sni := range []string{"", "chat.example.com"} {
+				resp, _ := ix.answer(&request{method: q.method, host: q.host, sni: sni, tls: true, path: q.path, inm: q.inm[:q.ninm]})
+				if resp == nil || len(resp.h1) == 0 {
+					t.Errorf("no answer for %q", s)
+				}
 			}
 		}
 	})
+}
+
+// TestHeaderValueNewlines: a value with a newline (root_redirect is the
+// only one from outside) is written as net/http writes it, not as two
+// header fields.
+func TestHeaderValueNewlines(t *testing.T) {
+	r := newResponse(302, "", false, newField("Location", "https://example.com/\r\nSet-Cookie: x=1 "))
+	want := "HTTP/1.1 302 Found\r\nLocation: https://example.com/  Set-Cookie: x=1\r\n"
+	if string(r.h1) != want {
+		t.Errorf("got %q, want %q", r.h1, want)
+	}
+}
+
+func TestIsIP(t *testing.T) {
+	for s, want := range map[string]bool{
+		"127.0.0.1": true, "::1": true, "2001:db8::1": true, "10.0.0": true,
+		"chat.example.com": false, "1.example": false, "example.123": false, "": false, "a": false,
+	} {
+		if got := isIP(s); got != want {
+			t.Errorf("isIP(%q) = %v, want %v", s, got, want)
+		}
+	}
 }

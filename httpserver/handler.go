@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"strings"
 	"time"
 )
@@ -217,13 +216,18 @@ func splitHost(h string) (string, bool) {
 
 // isIP reports whether an SNI name is an IP address. RFC 6066 forbids
 // them, but some clients (wrk, for one) send whatever host they were given;
-// such an SNI names no host, so it is treated as absent.
+// such an SNI names no host, so it is treated as absent. A host name has
+// no colon and does not consist of digits and dots alone.
 func isIP(s string) bool {
-	if s == "" || (strings.IndexByte(s, ':') < 0 && (s[len(s)-1] < '0' || s[len(s)-1] > '9')) {
-		return false // no IPv4 address ends in a letter; spare ParseAddr's error
+	if s == "" || strings.IndexByte(s, ':') >= 0 {
+		return s != ""
 	}
-	_, err := netip.ParseAddr(s)
-	return err == nil
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c != '.' && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func allDigits(s string) bool {

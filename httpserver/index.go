@@ -71,6 +71,9 @@ func (r *response) finish() *response {
 	b := fmt.Appendf(nil, "HTTP/1.1 %03d %s\r\n", r.status, http.StatusText(r.status))
 	for _, f := range fields {
 		for _, v := range f.value {
+			// As net/http writes values: a newline in root_redirect must
+			// not start a header of its own.
+			v = strings.Trim(strings.NewReplacer("\r", " ", "\n", " ").Replace(v), " \t")
 			b = append(b, f.key...)
 			b = append(b, ": "...)
 			b = append(b, v...)

@@ -868,3 +868,109 @@ func TestImports(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownTLS: Shutdown closes fast-path keep-alive connections,
+// connections still in the handshake and HTTP/2 connections, and ServeTLS
+// returns nil.
+func TestShutdownTLS(t *testing.T) {
+	pki := newPKI(t, testNames...)
+	s := New(Options{TLSConfig: pki.serverTLS(), Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	s.SetModel(mustParse(t, twoTenants))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.ServeTLS(l) }()
+	ts := &testServer{Server: s, tlsAddr: l.Addr().String(), pki: pki}
+
+	fast, err := tls.Dial("tcp", ts.tlsAddr, &tls.Config{ServerName: "chat.example.com", RootCAs: pki.pool, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fast.Close()
+	io.WriteString(fast, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\n\r\n")
+	br := bufio.NewReader(fast)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+
+	h2 := ts.client(t, ts.tlsAddr, true)
+	check(t, h2, exchange{url: chatURL + "/.well-known/matrix/server", status: 200, want: docHeaders(chatServer, 86400), body: chatServer})
+
+	raw, err := net.Dial("tcp", ts.tlsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("ServeTLS after Shutdown: %v, want nil", err)
+	}
+	fast.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := br.ReadByte(); err == nil {
+		t.Errorf("keep-alive connection still open after Shutdown")
+	}
+	waitClosed(t, raw)
+	if n := s.conns.count(); n != 0 {
+		t.Errorf("%d connections open after Shutdown", n)
+	}
+	// Serving after Shutdown returns at once.
+	l2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ServeTLS(l2); err != nil {
+		t.Errorf("ServeTLS after Shutdown: %v, want nil", err)
+	}
+}
+
+// TestPlainHTTPOnTLSPort: a client that speaks plain HTTP to the HTTPS port
+// is told so, as net/http does.
+func TestPlainHTTPOnTLSPort(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, twoTenants))
+	conn, err := net.Dial("tcp", ts.tlsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(time.Minute))
+	got, _ := io.ReadAll(conn)
+	if want := "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"; string(got) != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestExtraCertificateNames: a name in [acme] names has no documents, but
+// "/" and the redirect to https work on it.
+func TestExtraCertificateNames(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, `
+[http]
+listen        = "[::]:443"
+root_redirect = "https://www.example.com/"
+
+[acme]
+names = ["unknown.example.net"]
+
+[[delegation]]
+server_name = "chat.example.com"
+server      = "hs.chat.example.com:443"
+client      = "https://hs.chat.example.com"
+`))
+	c := ts.client(t, ts.tlsAddr, false)
+	check(t, c, exchange{url: "https://unknown.example.net/", status: 302,
+		want: hdr("Location", "https://www.example.com/", "Content-Length", "0")})
+	check(t, c, exchange{url: "https://unknown.example.net/.well-known/matrix/server", status: 404,
+		want: merge(cors, jsonHeaders(notFoundBody)), body: notFoundBody})
+	pc := ts.client(t, ts.plainAddr, false)
+	check(t, pc, exchange{url: "http://unknown.example.net/x", status: 301,
+		want: hdr("Location", "https://unknown.example.net/x", "Content-Length", "0")})
+}

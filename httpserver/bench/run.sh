@@ -4,14 +4,20 @@
 # certificate, on loopback, and print medians and ratios of:
 #   keep-alive requests/s   wrk, HTTP/1.1 over TLS, 2 threads, 64 connections
 #   HTTP/2 requests/s       h2load, 2 threads, 64 connections, 10 streams each
-#   full handshakes/s       bench/hsload: new connection each time, no tickets,
-#                           no session cache, TLS 1.3, X25519
+#   full handshakes/s       bench/hsload: a new connection each time, TLS 1.3,
+#                           X25519, tickets issued but never used (a fresh peer);
+#                           its lean client checks nothing, so that on a 2-core
+#                           machine the servers, not the client, get the CPU
+#   (optional) hsgo         the same with a crypto/tls client, which checks the
+#                           signature and costs more CPU than the server it loads
+# Each figure also comes as server CPU time per request or handshake (user +
+# system, from /proc), which a busy machine disturbs less than rates.
 #
 # Usage: httpserver/bench/run.sh            (from anywhere in the repository)
 # Environment:
 #   BENCH_SECONDS=10   length of each measurement
 #   BENCH_ROUNDS=3     rounds; servers take turns within a round
-#   BENCH_ONLY="wrk h2load hs"   which measurements to run
+#   BENCH_ONLY="wrk h2load hs"   which measurements to run (also: hsgo)
 #   WKSERVE_ENV="GOGC=200 GOMAXPROCS=2"   environment for signpost only
 #   HSLOAD_ARGS="-c 8"                    extra hsload flags (e.g. -get /.well-known/matrix/server)
 # Needs (Debian): nginx caddy wrk nghttp2-client openssl curl python3, and go.
@@ -44,6 +50,17 @@ ss=[socket.socket() for _ in range(3)]
 for s in ss: s.bind(("127.0.0.1",0))
 print(*[s.getsockname()[1] for s in ss])')
 port() { case $1 in signpost) echo "$P_SIGNPOST";; nginx) echo "$P_NGINX";; caddy) echo "$P_CADDY";; esac; }
+declare -A PID
+# cputicks PID: CPU time (user+system, clock ticks) of PID and its children
+# (nginx's workers), so that each figure can be given per request as well:
+# that survives a busy machine better than requests per second.
+cputicks() {
+	local t=0 q
+	for q in $1 $(pgrep -P "$1"); do
+		t=$((t + $(awk '{print $14+$15}' "/proc/$q/stat" 2>/dev/null || echo 0)))
+	done
+	echo $t
+}
 
 echo "building..." >&2
 (cd "$ROOT" && go build -o "$W/wkserve" ./httpserver/bench/wkserve && go build -o "$W/hsload" ./httpserver/bench/hsload)
@@ -81,6 +98,7 @@ waitup() { # server port
 env ${WKSERVE_ENV:-} "$W/wkserve" -config "$W/signpost.toml" -cert "$W/cert.pem" -key "$W/key.pem" \
 	-listen "127.0.0.1:$P_SIGNPOST" >"$W/signpost.log" 2>&1 &
 PIDS+=($!)
+PID[signpost]=$!
 waitup signpost "$P_SIGNPOST"
 
 # nginx and Caddy serve the bytes signpost serves, from files.
@@ -130,6 +148,7 @@ http {
 EOF
 nginx -p "$W/nginx" -c "$W/nginx/nginx.conf" >>"$W/nginx.log" 2>&1 &
 PIDS+=($!)
+PID[nginx]=$!
 waitup nginx "$P_NGINX"
 
 mkdir -p "$W/caddy-home"
@@ -161,6 +180,7 @@ EOF
 HOME="$W/caddy-home" XDG_DATA_HOME="$W/caddy-home" XDG_CONFIG_HOME="$W/caddy-home" \
 	caddy run --config "$W/Caddyfile" --adapter caddyfile >"$W/caddy.log" 2>&1 &
 PIDS+=($!)
+PID[caddy]=$!
 waitup caddy "$P_CADDY"
 
 # Same bytes everywhere, or the comparison means nothing.
@@ -190,13 +210,15 @@ EOF
 RES="$W/results"
 : >"$RES"
 measure() { # metric server
-	local s=$2 p out v
+	local s=$2 p out v n t0 t1
 	p=$(port "$s")
+	t0=$(cputicks "${PID[$s]}")
 	case $1 in
 	wrk)
 		out=$(wrk -t2 -c64 -d"${D}s" -s "$W/wk.lua" "https://127.0.0.1:$p/")
 		if grep -q "Non-2xx" <<<"$out"; then echo "run.sh: $s: wrk saw errors:" >&2; echo "$out" >&2; exit 1; fi
 		v=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+		n=$(awk '/requests in/ {print $1}' <<<"$out")
 		;;
 	h2load)
 		out=$(h2load -c64 -m10 -t2 -D "$D" --warm-up-time=1 --connect-to="127.0.0.1:$p" \
@@ -205,15 +227,22 @@ measure() { # metric server
 			echo "run.sh: $s: h2load saw errors or no h2:" >&2; echo "$out" >&2; exit 1
 		fi
 		v=$(awk '/^finished in/ {print $4}' <<<"$out")
+		n=$(awk '/^requests:/ {print $8}' <<<"$out")
 		;;
-	hs)
-		out=$("$W/hsload" -addr "127.0.0.1:$p" -sni "$NAME" -d "${D}s" ${HSLOAD_ARGS:-}) || { echo "$out" >&2; exit 1; }
+	hs | hsgo)
+		local client=lean
+		[ "$1" = hsgo ] && client=go
+		out=$("$W/hsload" -client $client -addr "127.0.0.1:$p" -sni "$NAME" -d "${D}s" ${HSLOAD_ARGS:-}) || { echo "$out" >&2; exit 1; }
 		v=$(awk '/^handshakes\/s:/ {print $2}' <<<"$out")
+		n=$(awk '/^handshakes:/ {print $2}' <<<"$out")
 		;;
 	esac
+	t1=$(cputicks "${PID[$s]}")
 	if [ -z "$v" ] || [ "${v%%.*}" = 0 ]; then echo "run.sh: $s: no figure from $1:" >&2; echo "$out" >&2; exit 1; fi
-	echo "$1 $s $v" >>"$RES"
-	printf '%-7s %-9s %10.0f\n' "$1" "$s" "$v" >&2
+	# microseconds of server CPU per request or handshake
+	c=$(awk -v t="$((t1 - t0))" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
+	echo "$1 $s $v $c" >>"$RES"
+	printf '%-7s %-9s %10.0f/s %8s us CPU each\n' "$1" "$s" "$v" "$c" >&2
 }
 
 for r in $(seq "$R"); do
@@ -225,18 +254,25 @@ for r in $(seq "$R"); do
 	done
 done
 
-python3 - "$RES" <<'EOF'
+echo "signpost: bench/wkserve, $(go version | cut -d' ' -f3), environment: ${WKSERVE_ENV:-(none)}; $(nginx -v 2>&1 | cut -d' ' -f3); caddy $(caddy version | cut -d' ' -f1); $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$RES" "$R" "$D" <<'EOF'
 import sys, statistics
-res = {}
+res, cpu = {}, {}
 for line in open(sys.argv[1]):
-    m, s, v = line.split()
+    m, s, v, c = line.split()
     res.setdefault(m, {}).setdefault(s, []).append(float(v))
-names = {"wrk": "keep-alive req/s (wrk, HTTP/1.1)", "h2load": "HTTP/2 req/s (h2load)", "hs": "full handshakes/s (hsload)"}
-print(f"{'median of ' + str(len(next(iter(next(iter(res.values())).values())))) + ' runs':34} {'signpost':>9} {'nginx':>9} {'caddy':>9} {'sp/nginx':>9} {'sp/caddy':>9}")
-for m in ("wrk", "h2load", "hs"):
+    cpu.setdefault(m, {}).setdefault(s, []).append(float(c))
+names = {"wrk": "keep-alive req/s (wrk, HTTP/1.1)", "h2load": "HTTP/2 req/s (h2load)",
+         "hs": "full handshakes/s (hsload)", "hsgo": "full handshakes/s (hsload, Go client)"}
+print(f"medians of {sys.argv[2]} runs of {sys.argv[3]}s; ratios > 1 favour signpost")
+print(f"{'':34} {'signpost':>9} {'nginx':>9} {'caddy':>9} {'sp/nginx':>9} {'sp/caddy':>9}")
+for m in ("wrk", "h2load", "hs", "hsgo"):
     if m not in res:
         continue
     med = {s: statistics.median(v) for s, v in res[m].items()}
+    c = {s: statistics.median(v) for s, v in cpu[m].items()}
     print(f"{names[m]:34} {med['signpost']:9.0f} {med['nginx']:9.0f} {med['caddy']:9.0f} "
           f"{med['signpost']/med['nginx']:8.2f}x {med['signpost']/med['caddy']:8.2f}x")
+    print(f"{'  server CPU us per op (lower wins)':34} {c['signpost']:9.1f} {c['nginx']:9.1f} {c['caddy']:9.1f} "
+          f"{c['nginx']/c['signpost']:8.2f}x {c['caddy']/c['signpost']:8.2f}x")
 EOF

@@ -1,6 +1,7 @@
 // Command hsload measures full TLS handshakes per second: every connection
-// is new and resumes nothing (no session cache, no tickets), which is what
-// a federation peer that has not talked to us lately costs. wrk with
+// is new and resumes nothing (the client asks for session tickets, as real
+// peers do, but forgets them), which is what a federation peer that has not
+// talked to us lately costs. wrk with
 // "Connection: close" resumes sessions and so measures something else.
 //
 // It connects, completes the handshake, closes and starts over, from
@@ -36,6 +37,8 @@ func run(args []string) int {
 	version := fs.String("tls", "1.3", "TLS version: 1.2 or 1.3")
 	get := fs.String("get", "", "after the handshake, GET this path over HTTP/1.1 and read the answer")
 	alpn := fs.String("alpn", "", "ALPN protocols offered, comma-separated; none if empty (as openssl s_time)")
+	client := fs.String("client", "lean", `"lean": a minimal TLS 1.3 client that checks nothing and so leaves the CPU to the server; "go": crypto/tls, which checks the server's signature and costs more than the server`)
+	tickets := fs.Bool("tickets", true, "say the client takes session tickets, so the server issues them (the client never uses them): a fresh peer that would resume next time")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -44,10 +47,32 @@ func run(args []string) int {
 		// The certificate is the benchmark's own; the signature over the
 		// handshake is still checked, as by any client.
 		InsecureSkipVerify:     true,
-		SessionTicketsDisabled: true,
+		SessionTicketsDisabled: !*tickets,
+		ClientSessionCache:     forgetful{},
 	}
 	if *alpn != "" {
 		cfg.NextProtos = strings.Split(*alpn, ",")
+	}
+	var lean *leanClient
+	switch *client {
+	case "lean":
+		if *get != "" || *version != "1.3" || *curves != "X25519" {
+			fmt.Fprintln(os.Stderr, "hsload: -get, -tls and -curves need -client go")
+			return 2
+		}
+		var err error
+		var protos []string
+		if *alpn != "" {
+			protos = strings.Split(*alpn, ",")
+		}
+		if lean, err = newLeanClient(*sni, protos, *tickets); err != nil {
+			fmt.Fprintln(os.Stderr, "hsload:", err)
+			return 1
+		}
+	case "go":
+	default:
+		fmt.Fprintf(os.Stderr, "hsload: unknown client %q\n", *client)
+		return 2
 	}
 	var request []byte
 	if *get != "" {
@@ -98,23 +123,32 @@ func run(args []string) int {
 					}
 					continue
 				}
-				tc := tls.Client(c, cfg)
-				tc.SetDeadline(time.Now().Add(10 * time.Second))
-				err = tc.HandshakeContext(ctx)
-				if err == nil && request != nil {
-					err = exchange(tc, request)
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if lean != nil {
+					err = lean.handshake(c)
+				} else {
+					tc := tls.Client(c, cfg)
+					err = tc.HandshakeContext(ctx)
+					if err == nil && request != nil {
+						err = exchange(tc, request)
+					} else if err == nil && tc.ConnectionState().DidResume {
+						resumed.Add(1)
+					}
+				}
+				if err == nil && request == nil {
+					// A clean end: the server sees the end of the stream
+					// where a request would come, and closes.
+					c.(*net.TCPConn).CloseWrite()
+					_, err = io.Copy(io.Discard, c)
 				}
 				switch {
 				case err == nil:
 					done.Add(1)
-					if tc.ConnectionState().DidResume {
-						resumed.Add(1)
-					}
 				case !over():
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err)
 				}
-				c.Close() // no close_notify: the handshake is all that is measured
+				c.Close()
 			}
 		})
 	}
@@ -151,3 +185,10 @@ func deadline(ctx context.Context) time.Time {
 	d, _ := ctx.Deadline()
 	return d
 }
+
+// forgetful is a session cache that keeps nothing: the client asks for
+// tickets and so costs the server what a real peer costs, but never resumes.
+type forgetful struct{}
+
+func (forgetful) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (forgetful) Put(string, *tls.ClientSessionState)        {}

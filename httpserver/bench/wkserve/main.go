@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string) int {
 	listen := fs.String("listen", "127.0.0.1:8443", "HTTPS address")
 	plain := fs.String("plain", "", "plain HTTP address; none if empty")
 	debug := fs.Bool("debug", false, "log every request")
+	keepAlive := fs.Duration("tcp-keepalive", -1, "TCP keep-alive period of accepted connections; negative for none (IdleTimeout reaps idle peers)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -79,7 +80,8 @@ func run(ctx context.Context, args []string) int {
 		if l.addr == "" {
 			continue
 		}
-		ln, err := net.Listen("tcp", l.addr)
+		lc := net.ListenConfig{KeepAlive: *keepAlive}
+		ln, err := lc.Listen(ctx, "tcp", l.addr)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "wkserve:", err)
 			return 1
