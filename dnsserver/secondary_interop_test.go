@@ -23,7 +23,7 @@ import (
 // runDaemon starts a server program in the foreground, logging to the
 // test on failure, and stops it with SIGTERM (its children with it) at the
 // end of the test.
-func runDaemon(t *testing.T, name string, args ...string) {
+func runDaemon(t testing.TB, name string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	dieWithParent(cmd)
@@ -46,6 +46,27 @@ func runDaemon(t *testing.T, name string, args ...string) {
 			t.Logf("%s output:\n%s", name, logs.String())
 		}
 	})
+}
+
+// nsdServerConf is the server: and remote-control: part of an nsd.conf
+// for a foreground NSD on 127.0.0.1:port keeping its files in dir; extra
+// lines go at the end of server:.
+func nsdServerConf(dir string, port, verbosity int, extra string) string {
+	return fmt.Sprintf(`server:
+  ip-address: 127.0.0.1@%d
+  port: %d
+  username: ""
+  chroot: ""
+  zonesdir: %q
+  database: ""
+  pidfile: %q
+  xfrdfile: %q
+  zonelistfile: %q
+  server-count: 1
+  verbosity: %d
+%sremote-control:
+  control-enable: no
+`, port, port, dir, filepath.Join(dir, "nsd.pid"), filepath.Join(dir, "xfrd.state"), filepath.Join(dir, "zone.list"), verbosity, extra)
 }
 
 // waitSOA polls addr until it answers zone's SOA with serial, and returns
@@ -165,25 +186,12 @@ func TestInteropNSDSecondary(t *testing.T) {
 
 	dir := t.TempDir()
 	var conf strings.Builder
-	fmt.Fprintf(&conf, `server:
-  ip-address: 127.0.0.1@%d
-  port: %d
-  username: ""
-  chroot: ""
-  zonesdir: %q
-  database: ""
-  pidfile: %q
-  xfrdfile: %q
-  zonelistfile: %q
-  server-count: 1
-  verbosity: 2
-remote-control:
-  control-enable: no
-key:
+	conf.WriteString(nsdServerConf(dir, port, 2, ""))
+	fmt.Fprintf(&conf, `key:
   name: %q
   algorithm: hmac-sha256
   secret: %q
-`, port, port, dir, filepath.Join(dir, "nsd.pid"), filepath.Join(dir, "xfrd.state"), filepath.Join(dir, "zone.list"), xfrKey, xfrSecret)
+`, xfrKey, xfrSecret)
 	for _, zone := range []string{"chat.example.com", "matrix.test"} {
 		fmt.Fprintf(&conf, `zone:
   name: %q
