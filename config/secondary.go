@@ -83,15 +83,6 @@ func (m *Model) Key(name string) *TSIGKey {
 	return nil
 }
 
-// TSIGSecrets returns the key table miekg/dns servers and clients take.
-func (m *Model) TSIGSecrets() map[string]string {
-	secrets := make(map[string]string, len(m.Keys))
-	for _, k := range m.Keys {
-		secrets[k.Name] = k.Secret
-	}
-	return secrets
-}
-
 type keyTable struct {
 	Name       string `toml:"name"`
 	Algorithm  string `toml:"algorithm"`
