@@ -1,30 +1,40 @@
 #!/usr/bin/env bash
-# Side-by-side DNS benchmark: signpost's dnsserver against NSD (and Knot,
-# when knotd is installed) serving the same zones on loopback, measured with
-# dnsperf in interleaved rounds. Prints each round, the medians and the
-# ratios, and fails if signpost lost a query.
+# Side-by-side DNS benchmark: `signpost serve` (the real binary, on a config
+# file) against NSD and Knot serving the same zones, which signpost itself
+# writes with `signpost zone`. dnsperf loads each server in turn, interleaved,
+# over several rounds, for each query mix:
+#
+#   plain   EDNS, no options
+#   do      DO bit set (what validating resolvers send)
+#   cookie  DO bit and a client cookie (what BIND and dig send)
+#   tcp     EDNS over TCP, pipelined on a few long connections
+#   mix     three dnsperf at once: UDP with DO and cookie, UDP with DO, and
+#           TCP at a tenth of the rate
+#
+# For each it prints every round, the medians, the server CPU per query, the
+# lost queries and the ratios signpost/NSD, signpost/Knot and signpost/best.
+# Then, with every server on its default response rate limiting, it floods
+# a large answer from one address and prints the amplification each allows
+# (response bytes out per query byte in).
 #
 #   dnsserver/bench/run.sh [ROUNDS] [SECONDS]      (defaults: 5 rounds of 10 s)
+#   ROWS="plain tcp" dnsserver/bench/run.sh 3 5   some rows only
+#   FLOOD=0 ...                                     skip the flood
 #
-# Environment: EDNS=0 sends queries without EDNS (default: with, as
-# resolvers do); CLIENTS (default 8) is dnsperf's number of sockets;
-# OUTSTANDING (default 200) its queries in flight.
-#
-# Needs the Debian packages dnsperf and nsd (knot optional) and Go. CI does
-# not run it: the figures depend on the machine.
+# dnsperf runs as `dnsperf -T 2 -c 4 -q 100` (override with DNSPERF_ARGS).
+# Needs the Debian packages dnsperf, nsd and knot, and Go. CI does not run it:
+# the figures depend on the machine. It exits 1 if signpost lost a query.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 rounds=${1:-5}
 secs=${2:-10}
-clients=${CLIENTS:-8}
-outstanding=${OUTSTANDING:-200}
-edns=()
-[ "${EDNS:-1}" = 1 ] && edns=(-e)
+rows=${ROWS:-plain do cookie tcp mix}
+read -r -a perfargs <<<"${DNSPERF_ARGS:--T 2 -c 4 -q 100}"
 
-for p in dnsperf nsd; do
-	command -v "$p" >/dev/null || { echo "run.sh: $p not found; apt-get install $p" >&2; exit 1; }
+for p in dnsperf nsd knotd; do
+	command -v "$p" >/dev/null || { echo "run.sh: $p not found; apt-get install dnsperf nsd knot" >&2; exit 1; }
 done
 
 tmp=$(mktemp -d)
@@ -41,101 +51,217 @@ freeport() {
 	local p
 	while :; do
 		p=$((20000 + RANDOM % 20000))
-		if ! ss -Hltun "sport = :$p" | grep -q .; then echo "$p"; return; fi
+		if ! ss -Hltun "sport = :$p" | grep -q . && ! grep -qx "$p" "$tmp/ports" 2>/dev/null; then
+			echo "$p" >>"$tmp/ports"
+			echo "$p"
+			return
+		fi
 	done
 }
 
-(cd "$repo" && go build -o "$tmp/bench" ./dnsserver/bench)
-"$tmp/bench" -config "$here/bench.toml" -zones "$tmp"
+(cd "$repo" && go build -o "$tmp/signpost" ./cmd/signpost)
+
+# One zone file per zone, as `signpost zone` prints them.
+"$tmp/signpost" zone -config "$here/bench.toml" |
+	awk -v dir="$tmp" '/^; zone / {f = dir "/" $3 "zone"} f {print > f}'
 origins=$(cd "$tmp" && ls -- *zone | sed 's/zone$//')
 
-sp_port=$(freeport)
-nsd_port=$(freeport)
-while [ "$nsd_port" = "$sp_port" ]; do nsd_port=$(freeport); done
+# cputicks prints the user+system clock ticks used so far by pid and all
+# its descendants (NSD's server processes are its grandchildren).
+cputicks() {
+	local total=0 p
+	[ -r "/proc/$1/stat" ] && total=$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat")
+	for p in $(pgrep -P "$1" || true); do
+		total=$((total + $(cputicks "$p")))
+	done
+	echo "$total"
+}
+hz=$(getconf CLK_TCK)
+# What turns signpost's response rate limiting off for the throughput rows.
+norrl=${NORRL-'rrl = { rate = 0 }'}
 
-"$tmp/bench" -config "$here/bench.toml" -listen "127.0.0.1:$sp_port" 2>"$tmp/signpost.log" &
-pids+=($!)
+declare -A port pid
+# start_servers LIMITED starts signpost, NSD and Knot; LIMITED=1 leaves each
+# on its default response rate limiting (Knot, which has none by default,
+# gets its documented example, rate-limit 200 slip 2), LIMITED=0 turns it off
+# for the throughput rows, since dnsperf's queries come from one address.
+start_servers() {
+	local limited=$1 dir="$tmp/run$1"
+	mkdir -p "$dir/knot" "$dir/state"
+	port[signpost]=$(freeport)
+	port[nsd]=$(freeport)
+	port[knot]=$(freeport)
 
-cat >"$tmp/nsd.conf" <<EOF
-server:
-  ip-address: 127.0.0.1@$nsd_port
-  port: $nsd_port
-  username: ""
-  chroot: ""
-  zonesdir: "$tmp"
-  database: ""
-  pidfile: "$tmp/nsd.pid"
-  xfrdfile: "$tmp/xfrd.state"
-  zonelistfile: "$tmp/zone.list"
-  server-count: $(nproc)
-  reuseport: yes
-  verbosity: 0
-  # Response rate limiting (on by default in Debian's build) would drop
-  # most of a load test's replies.
-  rrl-ratelimit: 0
-  rrl-whitelist-ratelimit: 0
-remote-control:
-  control-enable: no
-EOF
-for o in $origins; do printf 'zone:\n  name: "%s"\n  zonefile: "%szone"\n' "$o" "$o" >>"$tmp/nsd.conf"; done
-nsd -d -c "$tmp/nsd.conf" 2>"$tmp/nsd.log" &
-pids+=($!)
-
-servers=(signpost nsd)
-declare -A port=([signpost]=$sp_port [nsd]=$nsd_port)
-if command -v knotd >/dev/null; then
-	knot_port=$(freeport)
-	mkdir -p "$tmp/knot"
+	# signpost: bench.toml on this run's ports, self-signed (no CA).
 	{
-		printf 'server:\n  listen: 127.0.0.1@%s\n  rundir: "%s/knot"\n' "$knot_port" "$tmp"
-		printf 'database:\n  storage: "%s/knot"\n' "$tmp"
+		sed -e "s|^listen = \\[\"127.0.0.1:5300\"\\]|listen = [\"127.0.0.1:${port[signpost]}\"]|" \
+			-e "/^\\[dns\\]/r /dev/stdin" "$here/bench.toml" <<<"$([ "$limited" = 1 ] || echo "$norrl")"
+		printf '\n[http]\nlisten = "127.0.0.1:%s"\nplain_listen = "127.0.0.1:%s"\n' "$(freeport)" "$(freeport)"
+		printf '\n[acme]\nmode = "self-signed"\nstorage = "%s"\n' "$dir/state"
+	} >"$dir/signpost.toml"
+	"$tmp/signpost" serve -config "$dir/signpost.toml" 2>"$dir/signpost.log" &
+	pid[signpost]=$!
+	pids+=($!)
+
+	{
+		cat <<-EOF
+			server:
+			  ip-address: 127.0.0.1@${port[nsd]}
+			  port: ${port[nsd]}
+			  username: ""
+			  chroot: ""
+			  zonesdir: "$tmp"
+			  database: ""
+			  pidfile: "$dir/nsd.pid"
+			  xfrdfile: "$dir/xfrd.state"
+			  zonelistfile: "$dir/zone.list"
+			  server-count: $(nproc)
+			  reuseport: yes
+			  verbosity: 0
+		EOF
+		# Debian's NSD is built with RRL on (rrl-ratelimit 200, slip 2).
+		[ "$limited" = 1 ] || printf '  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n'
+		printf 'remote-control:\n  control-enable: no\n'
+		for o in $origins; do printf 'zone:\n  name: "%s"\n  zonefile: "%szone"\n' "$o" "$o"; done
+	} >"$dir/nsd.conf"
+	nsd -d -c "$dir/nsd.conf" 2>"$dir/nsd.log" &
+	pid[nsd]=$!
+	pids+=($!)
+
+	{
+		printf 'server:\n  listen: 127.0.0.1@%s\n  rundir: "%s/knot"\n' "${port[knot]}" "$dir"
+		printf '  udp-workers: %s\n  tcp-workers: %s\n' "$(nproc)" "$(nproc)"
+		printf 'database:\n  storage: "%s/knot"\n' "$dir"
 		printf 'log:\n  - target: stderr\n    any: warning\n'
+		if [ "$limited" = 1 ]; then
+			printf 'mod-rrl:\n  - id: default\n    rate-limit: 200\n    slip: 2\n'
+			printf 'template:\n  - id: default\n    global-module: mod-rrl/default\n'
+		fi
 		printf 'zone:\n'
 		for o in $origins; do printf '  - domain: "%s"\n    file: "%s/%szone"\n' "$o" "$tmp" "$o"; done
-	} >"$tmp/knot.conf"
-	knotd -c "$tmp/knot.conf" 2>"$tmp/knot.log" &
+	} >"$dir/knot.conf"
+	knotd -c "$dir/knot.conf" 2>"$dir/knot.log" &
+	pid[knot]=$!
 	pids+=($!)
-	servers+=(knot)
-	port[knot]=$knot_port
-fi
 
-# Wait until each server answers (dnsperf itself is the probe).
-echo "chat.example.com SOA" >"$tmp/probe.txt"
-for s in "${servers[@]}"; do
-	for i in $(seq 50); do
-		if dnsperf -s 127.0.0.1 -p "${port[$s]}" -d "$tmp/probe.txt" -n 1 -t 1 2>/dev/null | grep -q 'Queries completed: *1 '; then
-			break
-		fi
-		[ "$i" = 50 ] && { echo "run.sh: $s does not answer on port ${port[$s]}" >&2; cat "$tmp/$s.log" >&2; exit 1; }
-		sleep 0.2
+	# Wait until each answers, over UDP and TCP.
+	echo "chat.example.com SOA" >"$tmp/probe.txt"
+	local s i m
+	for s in signpost nsd knot; do
+		for m in udp tcp; do
+			for i in $(seq 50); do
+				if dnsperf -m "$m" -s 127.0.0.1 -p "${port[$s]}" -d "$tmp/probe.txt" -n 1 -t 1 2>/dev/null | grep -q 'Queries completed: *1 '; then
+					break
+				fi
+				[ "$i" = 50 ] && { echo "run.sh: $s does not answer $m on port ${port[$s]}" >&2; cat "$dir/$s.log" >&2; exit 1; }
+				sleep 0.2
+			done
+		done
 	done
-done
+}
 
-echo "dnsperf -l $secs -c $clients -q $outstanding ${edns[*]} -d dnsserver/bench/queries.txt, $rounds rounds, $(nproc) cores"
-declare -A qps lost
-for r in $(seq "$rounds"); do
-	# Rotate the order so no server always runs first.
-	order=("${servers[@]:$((r % ${#servers[@]}))}" "${servers[@]:0:$((r % ${#servers[@]}))}")
-	for s in "${order[@]}"; do
-		out=$(dnsperf -s 127.0.0.1 -p "${port[$s]}" -d "$here/queries.txt" -l "$secs" -c "$clients" -q "$outstanding" "${edns[@]}" 2>&1)
-		q=$(awk '/Queries per second:/ {print $4}' <<<"$out")
-		l=$(awk '/Queries lost:/ {print $3}' <<<"$out")
-		printf 'round %d  %-8s %12.0f qps  lost %s\n' "$r" "$s" "$q" "$l"
-		qps[$s]+="$q "
-		lost[$s]=$((${lost[$s]:-0} + l))
-	done
-done
+stop_servers() {
+	local s
+	for s in signpost nsd knot; do kill "${pid[$s]}" 2>/dev/null || true; done
+	for s in signpost nsd knot; do wait "${pid[$s]}" 2>/dev/null || true; done
+}
+
+cookie=10:0102030405060708
+# perf S ARGS... runs one dnsperf against server S and prints "qps lost completed".
+perf() {
+	local s=$1
+	shift
+	dnsperf -s 127.0.0.1 -p "${port[$s]}" -d "$here/queries.txt" -l "$secs" "${perfargs[@]}" "$@" 2>&1 |
+		awk '/Queries completed:/ {c = $3} /Queries lost:/ {l = $3} /Queries per second:/ {q = $4} END {print q, l, c}'
+}
+
+# row R S runs row R against server S and prints "qps lost cpu_us_per_query".
+row() {
+	local r=$1 s=$2 t0 t1 out
+	t0=$(cputicks "${pid[$s]}")
+	case $r in
+	plain) out=$(perf "$s" -e) ;;
+	do) out=$(perf "$s" -D) ;;
+	cookie) out=$(perf "$s" -D -E "$cookie") ;;
+	tcp) out=$(perf "$s" -e -m tcp) ;;
+	mix)
+		# Unbound and Knot Resolver send DO; BIND sends DO and a cookie;
+		# truncated answers and some forwarders come over TCP.
+		perf "$s" -D -E "$cookie" >"$tmp/mix1" &
+		local p1=$!
+		perf "$s" -D >"$tmp/mix2" &
+		local p2=$!
+		perf "$s" -D -m tcp -Q 5000 >"$tmp/mix3" &
+		local p3=$!
+		wait "$p1" "$p2" "$p3"
+		out=$(cat "$tmp/mix1" "$tmp/mix2" "$tmp/mix3" | awk '{q += $1; l += $2; c += $3} END {print q, l, c}')
+		;;
+	esac
+	t1=$(cputicks "${pid[$s]}")
+	awk -v o="$out" -v d=$((t1 - t0)) -v hz="$hz" 'BEGIN {split(o, a, " "); printf "%.0f %d %.2f\n", a[1], a[2], a[3] ? d * 1e6 / hz / a[3] : 0}'
+}
 
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+range() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%s-%s", lo, hi}'; }
+
+servers=(signpost nsd knot)
+splost=0
+start_servers 0
+echo "signpost $("$tmp/signpost" version), $(nsd -v 2>&1 | head -1), $(knotd --version); $(nproc) cores"
+echo "dnsperf ${perfargs[*]} -l $secs -d dnsserver/bench/queries.txt; $rounds rounds per row, servers interleaved"
+summary=()
+for r in $rows; do
+	echo
+	echo "== $r"
+	declare -A qps=() lost=() cpu=()
+	for i in $(seq "$rounds"); do
+		order=("${servers[@]:$((i % 3))}" "${servers[@]:0:$((i % 3))}")
+		for s in "${order[@]}"; do
+			read -r q l c <<<"$(row "$r" "$s")"
+			printf 'round %d  %-8s %9.0f qps  lost %-6s %5.2f us/query\n' "$i" "$s" "$q" "$l" "$c"
+			qps[$s]+="$q "
+			cpu[$s]+="$c "
+			lost[$s]=$((${lost[$s]:-0} + l))
+		done
+	done
+	for s in "${servers[@]}"; do
+		printf 'median %-8s %9.0f qps (range %s)  lost %d  %.2f us/query (range %s)\n' "$s" \
+			"$(median "${qps[$s]}")" "$(range "${qps[$s]}")" "${lost[$s]}" "$(median "${cpu[$s]}")" "$(range "${cpu[$s]}")"
+	done
+	sp=$(median "${qps[signpost]}")
+	n=$(median "${qps[nsd]}")
+	k=$(median "${qps[knot]}")
+	line=$(awk -v r="$r" -v a="$sp" -v n="$n" -v k="$k" -v l="${lost[signpost]}" \
+		-v cs="$(median "${cpu[signpost]}")" -v ck="$(median "${cpu[knot]}")" -v cn="$(median "${cpu[nsd]}")" \
+		'BEGIN {b = n > k ? n : k; printf "%-7s signpost %7.0f  nsd %7.0f  knot %7.0f qps   /nsd %.2f  /knot %.2f  /best %.2f   us/query signpost %.2f nsd %.2f knot %.2f   signpost lost %d", r, a, n, k, a/n, a/k, a/b, cs, cn, ck, l}')
+	echo "ratio $line"
+	summary+=("$line")
+	splost=$((splost + ${lost[signpost]}))
+done
+stop_servers
+
+if [ "${FLOOD:-1}" = 1 ]; then
+	echo
+	echo "== flood: one address asks for a large answer as fast as it can, each server on its default rate limiting"
+	start_servers 1
+	echo "big.chat.example.com TXT" >"$tmp/big.txt"
+	for s in "${servers[@]}"; do
+		# A fixed sending rate with room for every query in flight, so that
+		# dropped replies do not slow the sender down, as a spoofer's would not.
+		out=$(dnsperf -s 127.0.0.1 -p "${port[$s]}" -d "$tmp/big.txt" -l "$secs" -e -c 1 -Q 10000 -q 30000 -t 1 2>&1)
+		awk -v s="$s" '
+			/Queries sent:/ {sent = $3}
+			/Queries completed:/ {done = $3}
+			/Average packet size:/ {req = $5; sub(/,/, "", req); resp = $7}
+			END {printf "flood %-8s sent %d answered %d (%.1f%%)  request %d B, response %d B  amplification %.2f\n", s, sent, done, 100*done/sent, req, resp, done*resp/(sent*req)}' <<<"$out"
+	done
+	stop_servers
+fi
+
 echo
-for s in "${servers[@]}"; do
-	printf 'median %-8s %12.0f qps  lost %d\n' "$s" "$(median "${qps[$s]}")" "${lost[$s]}"
-done
-sp=$(median "${qps[signpost]}")
-for s in "${servers[@]:1}"; do
-	printf 'ratio signpost/%s %.2f\n' "$s" "$(awk -v a="$sp" -v b="$(median "${qps[$s]}")" 'BEGIN {print a/b}')"
-done
-if [ "${lost[signpost]}" != 0 ]; then
-	echo "run.sh: signpost lost ${lost[signpost]} queries" >&2
+echo "== summary"
+printf '%s\n' "${summary[@]}"
+if [ "$splost" != 0 ]; then
+	echo "run.sh: signpost lost $splost queries" >&2
 	exit 1
 fi
