@@ -22,12 +22,15 @@ func hdr(id uint16, flags uint16, qd, an, ns, ar uint16) []byte {
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 var (
-	qHS    = []byte("\x02hs\x04chat\x07example\x03com\x00\x00\x01\x00\x01") // hs.chat.example.com A IN
-	qApex  = []byte("\x04chat\x07example\x03com\x00\x00\x06\x00\x01")       // chat.example.com SOA IN
-	optRR  = []byte("\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00")         // OPT, 1232, version 0
-	aRR    = []byte("\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x04")
-	formRD = hdr(0x1234, 0x8100|dns.RcodeFormatError, 0, 0, 0, 0) // QR RD FORMERR
-	formQD = hdr(0x1234, 0x8000|dns.RcodeFormatError, 0, 0, 0, 0) // QR FORMERR: NSD drops RD when QDCOUNT > 1
+	qHS   = []byte("\x02hs\x04chat\x07example\x03com\x00\x00\x01\x00\x01") // hs.chat.example.com A IN
+	qApex = []byte("\x04chat\x07example\x03com\x00\x00\x06\x00\x01")       // chat.example.com SOA IN
+	optRR = []byte("\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00")         // OPT, 1232, version 0
+	// TSIG with empty RDATA: FuzzHandle found that our reply to it carried
+	// a TSIG one byte short of its RDLENGTH (testdata/fuzz/FuzzHandle).
+	emptyTSIG = []byte("\x00\x00\xfa\x00\xff\x00\x00\x00\x00\x00\x00")
+	aRR       = []byte("\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x04")
+	formRD    = hdr(0x1234, 0x8100|dns.RcodeFormatError, 0, 0, 0, 0) // QR RD FORMERR
+	formQD    = hdr(0x1234, 0x8000|dns.RcodeFormatError, 0, 0, 0, 0) // QR FORMERR: NSD drops RD when QDCOUNT > 1
 )
 
 type rawCase struct {
@@ -57,6 +60,8 @@ var rawCases = []rawCase{
 	{name: "compression loop in question", pkt: cat(hdr(0x1234, 0x0100, 1, 0, 0, 0), []byte("\xc0\x0c\x00\x01\x00\x01")), want: formRD},
 	{name: "OPT with an owner name", pkt: cat(hdr(0x1234, 0x0100, 1, 0, 0, 1), qHS, []byte("\x01x"), optRR[1:]), want: formRD},
 	{name: "OPT truncated", pkt: cat(hdr(0x1234, 0x0100, 1, 0, 0, 1), qHS, optRR[:7]), want: formRD},
+	{name: "TSIG with empty RDATA", pkt: cat(hdr(0x1234, 0x0100, 1, 0, 0, 1), qApex, emptyTSIG), want: formRD},
+	{name: "UPDATE with an empty TSIG", pkt: cat(hdr(0x1234, 5<<11, 1, 0, 0, 1), qApex, emptyTSIG), want: hdr(0x1234, 0x8000|5<<11|dns.RcodeFormatError, 0, 0, 0, 0), nsdDiffers: true},
 	{name: "opcode STATUS", pkt: cat(hdr(0x1234, 2<<11, 1, 0, 0, 0), qHS), want: hdr(0x1234, 0x8000|2<<11|dns.RcodeNotImplemented, 0, 0, 0, 0)},
 	// NSD has no UPDATE (NOTIMP); an update whose zone section is not one
 	// SOA question is malformed (RFC 2136 §3.1.1).
@@ -136,6 +141,14 @@ func TestMalformed(t *testing.T) {
 	}
 	if r.Rcode != dns.RcodeFormatError || r.Id != 0x1234 {
 		t.Errorf("tcp reply %v, want FORMERR for id 0x1234", r)
+	}
+	// The empty TSIG too, header only, exactly as over UDP.
+	if _, err := dc.Write(cat(hdr(0x1234, 0x0100, 1, 0, 0, 1), qApex, emptyTSIG)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 512)
+	if n, err := dc.Read(buf); err != nil || !bytes.Equal(buf[:n], formRD) {
+		t.Errorf("tcp reply to an empty TSIG %x, %v; want %x", buf[:n], err, formRD)
 	}
 	q := new(dns.Msg)
 	q.SetQuestion("hs.chat.example.com.", dns.TypeA)

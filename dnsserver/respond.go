@@ -200,12 +200,18 @@ func packQuestion(resp *dns.Msg, name string, buf []byte) []byte {
 
 // servfail is the reply when something went wrong on our side.
 func servfail(id uint16, opcode int, rd bool, buf []byte) []byte {
+	return headerOnly(id, opcode, rd, dns.RcodeServerFailure, buf)
+}
+
+// headerOnly is a reply of a header alone, with the query's ID, opcode and
+// RD, and rcode.
+func headerOnly(id uint16, opcode int, rd bool, rcode int, buf []byte) []byte {
 	out := append(buf[:0], make([]byte, 12)...)
 	binary.BigEndian.PutUint16(out, id)
 	out[2] = 0x80 | byte(opcode&0xF)<<3
 	if rd {
 		out[2] |= 0x01
 	}
-	out[3] = dns.RcodeServerFailure
+	out[3] = byte(rcode & 0xF)
 	return out
 }
