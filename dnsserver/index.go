@@ -25,7 +25,7 @@ type index struct {
 	fast          *fastIndex
 
 	model *config.Model // what the zones came from; nil before SetModel
-	keys  keyring       // the model's TSIG keys
+	keys  keyring       // the model's TSIG keys and the server's replay cache
 	// catalog answers the catalog zone, on its own: only to clients
 	// allowed to transfer it. nil without a catalog zone.
 	catalog *index
@@ -88,11 +88,18 @@ func (n *node) get(t uint16) *rrset {
 // changes.
 func buildIndex(m *config.Model, dyn map[string][]dns.RR, serials map[string]uint32, prev *index) *index {
 	ix := &index{zones: map[string]*zone{}, model: m}
+	// The replay cache outlives every index of a server.
+	seen := newMACCache()
+	if prev != nil && prev.keys.seen != nil {
+		seen = prev.keys.seen
+	}
 	if m == nil {
+		ix.keys.seen = seen
 		ix.fast = buildFast(ix)
 		return ix
 	}
 	ix.keys = newKeyring(m.Keys)
+	ix.keys.seen = seen
 	serial := func(mz *config.Zone) uint32 {
 		if s, ok := serials[mz.Origin]; ok {
 			return s
