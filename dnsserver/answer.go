@@ -36,8 +36,13 @@ type answer struct {
 	rcode   int
 	aa      bool
 	refused bool // out of every zone: NSD adds EDE 20 (Not Authoritative)
-	cnames  int
-	entries []entry
+	// anyClass: the query asked for class ANY (255). NSD answers it from
+	// its class IN data, but as a cache would: without AA, without the SOA
+	// of a negative answer and without the optional apex NS (a referral
+	// keeps its NS and glue).
+	anyClass bool
+	cnames   int
+	entries  []entry
 }
 
 // add puts set (owned by owner) in sec unless it is already in the answer,
@@ -143,7 +148,7 @@ func (ix *index) resolve(a *answer, qname string, qtype uint16) {
 		w := z.nodes["*."+nd.name]
 		if w == nil {
 			a.rcode = dns.RcodeNameError
-			a.add(z, secAuthority, z.origin, z.negSOA)
+			a.nodata(z)
 			return
 		}
 		nd = w // RFC 4592: synthesize from the wildcard, owner is qname
@@ -151,8 +156,11 @@ func (ix *index) resolve(a *answer, qname string, qtype uint16) {
 	ix.answerNode(a, z, nd, owner, qtype)
 }
 
+// nodata adds the SOA of a negative answer (NXDOMAIN or NODATA).
 func (a *answer) nodata(z *zone) {
-	a.add(z, secAuthority, z.origin, z.negSOA)
+	if !a.anyClass {
+		a.add(z, secAuthority, z.origin, z.negSOA)
+	}
 }
 
 func (ix *index) answerNode(a *answer, z *zone, nd *node, owner string, qtype uint16) {
@@ -198,7 +206,7 @@ func (ix *index) answerNode(a *answer, z *zone, nd *node, owner string, qtype ui
 		return
 	}
 	// NSD leaves the apex NS out for DNSKEY and DS, whose sets are large.
-	if z.ns != nil && qtype != dns.TypeDNSKEY && qtype != dns.TypeDS {
+	if z.ns != nil && qtype != dns.TypeDNSKEY && qtype != dns.TypeDS && !a.anyClass {
 		a.add(z, secOptAuthority, z.origin, z.ns)
 	}
 }

@@ -93,6 +93,18 @@ func interopQueries() []*dns.Msg {
 		c.RD = !c.RD
 		qs = append(qs, query(c))
 	}
+	// Class ANY (255), which NSD answers from its class IN data, and the
+	// DO bit, which validating resolvers set on every query.
+	for _, c := range lookupCases {
+		q := query(c)
+		q.Question[0].Qclass = dns.ClassANY
+		qs = append(qs, q)
+		if c.EDNS == 0 {
+			c.EDNS = 1232
+		}
+		c.DO = true
+		qs = append(qs, query(c))
+	}
 	badvers := new(dns.Msg)
 	badvers.SetQuestion("hs.chat.example.com.", dns.TypeA)
 	badvers.SetEdns0(1232, false)
@@ -113,9 +125,11 @@ func interopQueries() []*dns.Msg {
 }
 
 // TestInteropNSD sends the same queries to NSD and to signpost, both serving
-// the zones `signpost zone` prints, and requires the same replies: rcode,
-// flags, question and every section (records within a section compared as
-// a set, since their order carries no meaning).
+// the zones `signpost zone` prints, and requires the same replies byte for
+// byte. Where the bytes differ, the test prints both as records, and only
+// SRV answers may differ at all, and only in compression: NSD does not
+// compress the SRV target (RFC 2782) and then points no later name into it;
+// miekg/dns does, so the same records come out a few bytes shorter.
 func TestInteropNSD(t *testing.T) {
 	m := testModel(t, testTOML)
 	nsd := startNSD(t, m)
@@ -126,14 +140,26 @@ func TestInteropNSD(t *testing.T) {
 	}
 	for _, netw := range []string{"udp", "tcp"} {
 		for _, q := range qs {
-			addr := s.udp
-			if netw == "tcp" {
-				addr = s.tcp
+			raw, err := q.Pack()
+			if err != nil {
+				t.Fatal(err)
 			}
-			want := exchange(t, netw, nsd, q.Copy())
-			got := exchange(t, netw, addr, q.Copy())
-			if g, w := normalize(got), normalize(want); g != w {
-				t.Errorf("%s %s %s: replies differ\nsignpost:\n%s\nnsd:\n%s", netw, q.Question[0].Name, dns.TypeToString[q.Question[0].Qtype], g, w)
+			var got, want []byte
+			if netw == "udp" {
+				got, want = udpExchange(t, s.udp, raw), udpExchange(t, nsd, raw)
+			} else {
+				one := func(int, *dns.Msg) bool { return true }
+				got, want = tcpExchange(t, s.tcp, "", raw, one)[0], tcpExchange(t, nsd, "", raw, one)[0]
+			}
+			if bytes.Equal(got, want) {
+				continue
+			}
+			qq := q.Question[0]
+			what := fmt.Sprintf("%s %s %s %s", netw, qq.Name, dns.ClassToString[qq.Qclass], dns.TypeToString[qq.Qtype])
+			if g, w := normalize(unpack(t, got)), normalize(unpack(t, want)); g != w {
+				t.Errorf("%s: replies differ\nsignpost:\n%s\nnsd:\n%s", what, g, w)
+			} else if qq.Qtype != dns.TypeSRV {
+				t.Errorf("%s: same records, other bytes\nsignpost %x\nnsd      %x", what, got, want)
 			}
 		}
 	}

@@ -189,3 +189,38 @@ func TestEDNSCorners(t *testing.T) {
 		checkReply(t, q, r, tc{Rcode: dns.RcodeRefused, EDNS: 1232, EDE: edeNotSupported, RD: true})
 	}
 }
+
+// TestClassANY: a query of class ANY (255) is answered from the class IN
+// data as NSD answers it (TestInteropNSD compares the bytes): without AA,
+// without the SOA of a negative answer and without the optional apex NS; a
+// referral keeps its NS and glue, and a name outside every zone is refused
+// with EDE 20 and the question echoed.
+func TestClassANY(t *testing.T) {
+	s := startServer(t, testModel(t, testTOML), Options{})
+	cases := []tc{
+		{Qname: "Hs.Chat.Example.Com.", Qtype: dns.TypeA, Answer: []string{hsA}},
+		{Qname: "www.chat.example.com.", Qtype: dns.TypeA, EDNS: 1232, DO: true,
+			Answer: []string{"www.chat.example.com. 300 IN CNAME hs.chat.example.com.", hsA}},
+		{Qname: "_matrix-fed._tcp.chat.example.com.", Qtype: dns.TypeSRV, EDNS: 1232,
+			Answer: []string{"_matrix-fed._tcp.chat.example.com. 3600 IN SRV 10 0 8448 hs.chat.example.com."}, Extra: []string{hsA, hsAAAA}},
+		{Qname: "nope.chat.example.com.", Qtype: dns.TypeA, EDNS: 1232, Rcode: dns.RcodeNameError},
+		{Qname: "hs.chat.example.com.", Qtype: dns.TypeTXT},
+		{Qname: "x.child.chat.example.com.", Qtype: dns.TypeA,
+			Ns:    []string{"child.chat.example.com. 300 IN NS ns.child.chat.example.com.", "child.chat.example.com. 300 IN NS ns.elsewhere.org."},
+			Extra: []string{"ns.child.chat.example.com. 300 IN A 192.0.2.53"}},
+		{Qname: "example.org.", Qtype: dns.TypeA, EDNS: 1232, Rcode: dns.RcodeRefused, EDE: edeNotAuthoritative},
+	}
+	for _, netw := range []string{"udp", "tcp"} {
+		addr := s.udp
+		if netw == "tcp" {
+			addr = s.tcp
+		}
+		for _, c := range cases {
+			t.Run(netw+" "+c.Qname+" "+dns.TypeToString[c.Qtype], func(t *testing.T) {
+				q := query(c)
+				q.Question[0].Qclass = dns.ClassANY
+				checkReply(t, q, exchange(t, netw, addr, q), c)
+			})
+		}
+	}
+}

@@ -86,9 +86,10 @@ func (ix *index) respond(req *dns.Msg, tcp bool, buf []byte) []byte {
 		resp.Rcode = dns.RcodeBadVers
 		resp.Extra = []dns.RR{ropt}
 		return packQuestion(resp, q.Name, buf)
-	case q.Qclass != dns.ClassINET:
+	case q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY:
 		// We only have class IN data. Like NSD: refused, with EDE 21, and
-		// the question echoed for CHAOS only.
+		// the question echoed for CHAOS only. Class ANY is answered from
+		// the IN data (below), as NSD does.
 		resp.Rcode = dns.RcodeRefused
 		if ropt != nil {
 			ropt.Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: edeNotSupported}}
@@ -107,9 +108,9 @@ func (ix *index) respond(req *dns.Msg, tcp bool, buf []byte) []byte {
 		}
 		return packQuestion(resp, q.Name, buf)
 	}
-	var a answer
+	a := answer{anyClass: q.Qclass == dns.ClassANY}
 	ix.resolve(&a, resp.Question[0].Name, q.Qtype)
-	resp.Authoritative = a.aa
+	resp.Authoritative = a.aa && !a.anyClass
 	resp.Rcode = a.rcode
 	if a.refused && ropt != nil {
 		ropt.Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: edeNotAuthoritative}}
