@@ -17,7 +17,11 @@ type request struct {
 	req  *dns.Msg
 	peer netip.AddrPort // the client; zero when unknown
 	tcp  bool
-	// tsigStatus is the result of verifying req's TSIG, if it has one.
+	// tsigStatus is the result of verifying req's TSIG, if it has one,
+	// with dns.TsigVerifyWithProvider(raw, ix.keys, "", false) on the
+	// bytes as received: ix.keys (keyring.Verify) enforces the 300s time
+	// window and the replay cache, so every transport must verify through
+	// it and through nothing else.
 	tsigStatus error
 	send       func([]byte) error
 
