@@ -18,7 +18,7 @@ import (
 )
 
 // tsigFudge is the time window we allow and ask for (RFC 8945 §10: 300s).
-// A client's larger fudge does not widen it: miekg/dns and BIND 9.20
+// A client's larger fudge does not widen it: miekg/dns and BIND
 // (dns_tsig_verify) trust the fudge the client sends, so a captured UPDATE
 // signed with fudge 65535 stays valid for 18 hours; here it is five minutes
 // either way, whatever the client asks for.
