@@ -340,13 +340,6 @@ func parseRecord(ps *problems, key, text, origin string, ttl uint32) dns.RR {
 	case dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeIXFR, dns.TypeAXFR, dns.TypeANY:
 		ps.errorf(key, "%s is not a record type a zone can hold", dns.TypeToString[h.Rrtype])
 		return nil
-	case dns.TypeDNAME:
-		// Served as a plain record, a DNAME would leave every name below it
-		// NXDOMAIN (NSD synthesises a CNAME, RFC 6672 §3.3; signpost's
-		// precomputed answers do not), so a config that relies on it is
-		// refused rather than served wrong.
-		ps.errorf(key, "DNAME is not supported: signpost does not synthesise CNAMEs from it (RFC 6672), so every name below %q would answer NXDOMAIN; write a CNAME for each name to redirect", h.Name)
-		return nil
 	}
 	return rr
 }
@@ -630,16 +623,26 @@ func hasAddress(records []sourced, name string) bool {
 
 // checkZone enforces what DNS itself requires of a zone's content: CNAMEs
 // alone at their name and never at the apex (RFC 1034 §3.6.2, RFC 2181
-// §10.1), SRV targets that are not aliases (RFC 2782), no duplicates.
+// §10.1), at most one DNAME a name, with nothing below it and no
+// delegation beside it (RFC 6672 §2.4), SRV targets that are not aliases
+// (RFC 2782), no duplicates.
 func checkZone(ps *problems, z *zoneBuild) {
 	byName := map[string][]sourced{}
 	for _, s := range z.records {
 		byName[s.rr.Header().Name] = append(byName[s.rr.Header().Name], s)
 	}
 	seen := map[string]string{}
-	ttls := map[string]sourced{} // owner and type -> first record of the RRset
+	ttls := map[string]sourced{}  // owner and type -> first record of the RRset
+	dnames := map[string]string{} // owner -> key of its DNAME
 	for _, s := range z.records {
 		h := s.rr.Header()
+		if h.Rrtype == dns.TypeDNAME {
+			for _, other := range z.records {
+				if o := other.rr.Header().Name; o != h.Name && dns.IsSubDomain(h.Name, o) {
+					ps.errorf(other.key, "%q is below the DNAME at %q (%s), where it can never be reached (RFC 6672 §2.4); remove one of them", o, h.Name, s.key)
+				}
+			}
+		}
 		text := fmt.Sprintf("%s %d %s", h.Name, h.Rrtype, strings.TrimPrefix(s.rr.String(), h.String()))
 		if prev, dup := seen[text]; dup {
 			ps.errorf(s.key, "repeats the record from %s; remove one", prev)
@@ -661,6 +664,20 @@ func checkZone(ps *problems, z *zoneBuild) {
 			for _, other := range byName[h.Name] {
 				if other.rr != s.rr && other.rr.Header().Rrtype != dns.TypeRRSIG && other.rr.Header().Rrtype != dns.TypeNSEC {
 					ps.errorf(s.key, "%q has a CNAME and other data (%s from %s); a CNAME must be the only record at its name (RFC 1034 §3.6.2)", h.Name, dns.TypeToString[other.rr.Header().Rrtype], other.key)
+					break
+				}
+			}
+		case dns.TypeDNAME:
+			// One DNAME a name (RFC 6672 §2.4), and not where a
+			// delegation hides it.
+			if prev, dup := dnames[h.Name]; dup {
+				ps.errorf(s.key, "%q already has a DNAME (%s); a name has at most one (RFC 6672 §2.4), so remove one", h.Name, prev)
+				continue
+			}
+			dnames[h.Name] = s.key
+			for _, other := range byName[h.Name] {
+				if other.rr.Header().Rrtype == dns.TypeNS && h.Name != z.Origin {
+					ps.errorf(s.key, "%q is a delegation (NS from %s), which hides a DNAME at the same name; remove one of them", h.Name, other.key)
 					break
 				}
 			}

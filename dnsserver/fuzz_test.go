@@ -74,11 +74,21 @@ func FuzzHandle(f *testing.F) {
 	axfr := new(dns.Msg)
 	axfr.SetAxfr("chat.example.com.")
 	sign(axfr, xfrKey, dns.HmacSHA256, xfrSecret)
+	for _, name := range []string{"_matrix-fed._tcp.old.chat.example.com.", "x.loopa.chat.example.com.", "a.long.chat.example.com."} {
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeSRV)
+		b, err := q.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 
 	// Every key and policy of secondaryTOML, but no secondary: nothing to
-	// NOTIFY, so no goroutine outlives the fuzzing.
+	// NOTIFY, so no goroutine outlives the fuzzing. And DNAMEs, whose
+	// synthesis the fast path must leave to the full path.
 	text := secondaryTOML("127.0.0.1:9")
-	text = text[:strings.Index(text, "[[secondary]]")] + text[strings.Index(text, "[[update]]"):]
+	text = dnameTOML(text[:strings.Index(text, "[[secondary]]")] + text[strings.Index(text, "[[update]]"):])
 	s := New(Options{})
 	s.SetModel(testModel(f, text))
 	if err := s.AddTXT(acmeName, "token"); err != nil {

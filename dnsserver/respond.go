@@ -115,6 +115,9 @@ func (ix *index) respond(req *dns.Msg, tcp bool, buf []byte) []byte {
 	if a.refused && ropt != nil {
 		ropt.Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: edeNotAuthoritative}}
 	}
+	if a.tooLong && ropt != nil {
+		ropt.Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeOther, ExtraText: "DNAME expansion became too large"}}
+	}
 	encode(resp, &a, ropt, limit)
 	return packQuestion(resp, q.Name, buf)
 }

@@ -115,6 +115,8 @@ func (s *Server) applyUpdate(zoneName string, class uint16, key string, prereqs,
 			return dns.RcodeRefused, name + " is not among the key's names"
 		case z.findCut(name) != nil:
 			return dns.RcodeRefused, name + " is below a delegation, where TXT records would not be served"
+		case z.belowDNAME(name):
+			return dns.RcodeRefused, name + " is below a DNAME, where TXT records would not be served"
 		}
 		if txt, ok := rr.(*dns.TXT); ok && h.Class == dns.ClassINET && len(txt.Txt) != 1 {
 			// One string holds at most 255 bytes on the wire.
