@@ -623,14 +623,17 @@ func hasAddress(records []sourced, name string) bool {
 
 // checkZone enforces what DNS itself requires of a zone's content: CNAMEs
 // alone at their name and never at the apex (RFC 1034 §3.6.2, RFC 2181
-// §10.1), SRV targets that are not aliases (RFC 2782), no duplicates.
+// §10.1), at most one DNAME a name, with nothing below it and no
+// delegation beside it (RFC 6672 §2.4), SRV targets that are not aliases
+// (RFC 2782), no duplicates.
 func checkZone(ps *problems, z *zoneBuild) {
 	byName := map[string][]sourced{}
 	for _, s := range z.records {
 		byName[s.rr.Header().Name] = append(byName[s.rr.Header().Name], s)
 	}
 	seen := map[string]string{}
-	ttls := map[string]sourced{} // owner and type -> first record of the RRset
+	ttls := map[string]sourced{}  // owner and type -> first record of the RRset
+	dnames := map[string]string{} // owner -> key of its DNAME
 	for _, s := range z.records {
 		h := s.rr.Header()
 		if h.Rrtype == dns.TypeDNAME {
@@ -661,6 +664,20 @@ func checkZone(ps *problems, z *zoneBuild) {
 			for _, other := range byName[h.Name] {
 				if other.rr != s.rr && other.rr.Header().Rrtype != dns.TypeRRSIG && other.rr.Header().Rrtype != dns.TypeNSEC {
 					ps.errorf(s.key, "%q has a CNAME and other data (%s from %s); a CNAME must be the only record at its name (RFC 1034 §3.6.2)", h.Name, dns.TypeToString[other.rr.Header().Rrtype], other.key)
+					break
+				}
+			}
+		case dns.TypeDNAME:
+			// One DNAME a name (RFC 6672 §2.4), and not where a
+			// delegation hides it.
+			if prev, dup := dnames[h.Name]; dup {
+				ps.errorf(s.key, "%q already has a DNAME (%s); a name has at most one (RFC 6672 §2.4), so remove one", h.Name, prev)
+				continue
+			}
+			dnames[h.Name] = s.key
+			for _, other := range byName[h.Name] {
+				if other.rr.Header().Rrtype == dns.TypeNS && h.Name != z.Origin {
+					ps.errorf(s.key, "%q is a delegation (NS from %s), which hides a DNAME at the same name; remove one of them", h.Name, other.key)
 					break
 				}
 			}

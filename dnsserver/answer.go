@@ -36,6 +36,14 @@ type answer struct {
 	rcode   int
 	aa      bool
 	refused bool // out of every zone: NSD adds EDE 20 (Not Authoritative)
+	// anyClass: the query asked for class ANY (255). NSD answers it from
+	// its class IN data, but as a cache would: without AA, without the SOA
+	// of a negative answer and without the optional apex NS (a referral
+	// keeps its NS and glue).
+	anyClass bool
+	// tooLong: a DNAME made a name longer than 255 octets (YXDOMAIN);
+	// NSD says why in an EDE.
+	tooLong bool
 	cnames  int
 	entries []entry
 }
@@ -140,10 +148,14 @@ func (ix *index) resolve(a *answer, qname string, qtype uint16) {
 	a.aa = true
 	owner := qname
 	if !exact {
+		if d := z.dnameAt(nd); d != nil {
+			ix.synthesize(a, z, d, qname, qtype)
+			return
+		}
 		w := z.nodes["*."+nd.name]
 		if w == nil {
 			a.rcode = dns.RcodeNameError
-			a.add(z, secAuthority, z.origin, z.negSOA)
+			a.nodata(z)
 			return
 		}
 		nd = w // RFC 4592: synthesize from the wildcard, owner is qname
@@ -151,8 +163,59 @@ func (ix *index) resolve(a *answer, qname string, qtype uint16) {
 	ix.answerNode(a, z, nd, owner, qtype)
 }
 
+// dnameAt returns the DNAME RRset at nd or the nearest of its ancestors in
+// z, or nil. nd is the closest encloser of a name that does not exist, so
+// the name is below any DNAME found (config allows no names below one).
+func (z *zone) dnameAt(nd *node) *rrset {
+	if !z.dname {
+		return nil
+	}
+	for n := nd; n != nil; {
+		if s := n.get(dns.TypeDNAME); s != nil {
+			return s
+		}
+		if n == z.apex {
+			return nil
+		}
+		i, _ := dns.NextLabel(n.name, 0)
+		n = z.nodes[n.name[i:]]
+	}
+	return nil
+}
+
+// synthesize answers qname below the DNAME d as NSD does (RFC 6672 §3.3):
+// the DNAME, a CNAME from qname to the name with d's owner replaced by its
+// target, with the DNAME's TTL, and then whatever that name answers, chased
+// like a CNAME. A result longer than 255 octets is YXDOMAIN with the DNAME
+// alone; a chase that comes back to a DNAME already in the answer (a loop)
+// stops there.
+func (ix *index) synthesize(a *answer, z *zone, d *rrset, qname string, qtype uint16) {
+	if !a.add(z, secAnswer, d.name, d) {
+		return
+	}
+	dn := d.rrs[0].(*dns.DNAME)
+	target := qname[:len(qname)-len(d.name)]
+	if t := lower(dn.Target); t != "." {
+		target += t
+	}
+	if _, err := dns.PackDomainName(target, make([]byte, 256), 0, nil, false); err != nil {
+		a.rcode = dns.RcodeYXDomain
+		a.tooLong = true
+		return
+	}
+	cname := &dns.CNAME{Hdr: dns.RR_Header{Name: qname, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: dn.Hdr.Ttl}, Target: target}
+	a.add(z, secAnswer, qname, &rrset{name: qname, typ: dns.TypeCNAME, rrs: []dns.RR{cname}})
+	if qtype != dns.TypeCNAME && a.cnames < maxChase {
+		a.cnames++
+		ix.resolve(a, target, qtype)
+	}
+}
+
+// nodata adds the SOA of a negative answer (NXDOMAIN or NODATA).
 func (a *answer) nodata(z *zone) {
-	a.add(z, secAuthority, z.origin, z.negSOA)
+	if !a.anyClass {
+		a.add(z, secAuthority, z.origin, z.negSOA)
+	}
 }
 
 func (ix *index) answerNode(a *answer, z *zone, nd *node, owner string, qtype uint16) {
@@ -198,7 +261,7 @@ func (ix *index) answerNode(a *answer, z *zone, nd *node, owner string, qtype ui
 		return
 	}
 	// NSD leaves the apex NS out for DNSKEY and DS, whose sets are large.
-	if z.ns != nil && qtype != dns.TypeDNSKEY && qtype != dns.TypeDS {
+	if z.ns != nil && qtype != dns.TypeDNSKEY && qtype != dns.TypeDS && !a.anyClass {
 		a.add(z, secOptAuthority, z.origin, z.ns)
 	}
 }

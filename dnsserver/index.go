@@ -25,7 +25,7 @@ type index struct {
 	fast          *fastIndex
 
 	model *config.Model // what the zones came from; nil before SetModel
-	keys  keyring       // the model's TSIG keys
+	keys  keyring       // the model's TSIG keys and the server's replay cache
 	// catalog answers the catalog zone, on its own: only to clients
 	// allowed to transfer it. nil without a catalog zone.
 	catalog *index
@@ -35,7 +35,11 @@ type zone struct {
 	src    *config.Zone
 	dynKey string // the dynamic records included, see dynKey
 	serial uint32 // the serial served, at least src.SOA.Serial
-	leaves bool   // has a CNAME to a name outside the zone
+	leaves bool   // has a CNAME or DNAME to a name outside the zone
+	// dname: the zone has a DNAME. Names below it exist only by synthesis,
+	// which the fast path's negative answers know nothing of, so every
+	// name the zone has no precomputed reply for takes the full path.
+	dname  bool
 	fast   *fastZone
 	origin string
 	apex   *node
@@ -88,11 +92,18 @@ func (n *node) get(t uint16) *rrset {
 // changes.
 func buildIndex(m *config.Model, dyn map[string][]dns.RR, serials map[string]uint32, prev *index) *index {
 	ix := &index{zones: map[string]*zone{}, model: m}
+	// The replay cache outlives every index of a server.
+	seen := newMACCache()
+	if prev != nil && prev.keys.seen != nil {
+		seen = prev.keys.seen
+	}
 	if m == nil {
+		ix.keys.seen = seen
 		ix.fast = buildFast(ix)
 		return ix
 	}
 	ix.keys = newKeyring(m.Keys)
+	ix.keys.seen = seen
 	serial := func(mz *config.Zone) uint32 {
 		if s, ok := serials[mz.Origin]; ok {
 			return s
@@ -129,6 +140,9 @@ func buildIndex(m *config.Model, dyn map[string][]dns.RR, serials map[string]uin
 	}
 	for _, z := range fresh {
 		z.fast = ix.buildFastZone(z)
+		// Exact matches keep their precomputed replies; NXDOMAIN and
+		// NODATA go the full path, which synthesises from the DNAME.
+		z.fast.slow = z.fast.slow || z.dname
 	}
 	if mz := m.Catalog; mz != nil {
 		var z *zone
@@ -208,8 +222,12 @@ func buildZone(mz *config.Zone, dyn map[string][]dns.RR, serial uint32) *zone {
 			byName[name] = map[uint16][]dns.RR{}
 		}
 		byName[name][h.Rrtype] = append(byName[name][h.Rrtype], rr)
-		if c, ok := rr.(*dns.CNAME); ok && !dns.IsSubDomain(z.origin, lower(c.Target)) {
-			z.leaves = true
+		switch rr := rr.(type) {
+		case *dns.CNAME:
+			z.leaves = z.leaves || !dns.IsSubDomain(z.origin, lower(rr.Target))
+		case *dns.DNAME:
+			z.dname = true
+			z.leaves = z.leaves || !dns.IsSubDomain(z.origin, lower(rr.Target))
 		}
 	}
 	// Every ancestor of a name up to the apex exists (RFC 8020).
@@ -281,16 +299,30 @@ func (z *zone) findCut(name string) *node {
 }
 
 // txtAllowed says whether TXT records can be served at name in z: not at a
-// CNAME (RFC 1034 §3.6.2) and not at or below a zone cut, where they would be
-// occluded.
+// CNAME (RFC 1034 §3.6.2), not at or below a zone cut and not below a
+// DNAME, where they would be occluded.
 func (z *zone) txtAllowed(name string) bool {
 	if z.findCut(name) != nil {
+		return false
+	}
+	if z.belowDNAME(name) {
 		return false
 	}
 	if nd := z.nodes[name]; nd != nil && nd.get(dns.TypeCNAME) != nil {
 		return false
 	}
 	return true
+}
+
+// belowDNAME says whether name (in z) is below a DNAME, where names exist
+// only by synthesis (RFC 6672 §2.4).
+func (z *zone) belowDNAME(name string) bool {
+	if !z.dname || name == z.origin {
+		return false
+	}
+	i, _ := dns.NextLabel(name, 0)
+	nd, _ := z.closestEncloser(name[i:])
+	return z.dnameAt(nd) != nil
 }
 
 // addDynamic adds the dynamic TXT records that belong to z, creating their

@@ -22,12 +22,15 @@ func hdr(id uint16, flags uint16, qd, an, ns, ar uint16) []byte {
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 var (
-	qHS    = []byte("\x02hs\x04chat\x07example\x03com\x00\x00\x01\x00\x01") // hs.chat.example.com A IN
-	qApex  = []byte("\x04chat\x07example\x03com\x00\x00\x06\x00\x01")       // chat.example.com SOA IN
-	optRR  = []byte("\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00")         // OPT, 1232, version 0
-	aRR    = []byte("\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x04")
-	formRD = hdr(0x1234, 0x8100|dns.RcodeFormatError, 0, 0, 0, 0) // QR RD FORMERR
-	formQD = hdr(0x1234, 0x8000|dns.RcodeFormatError, 0, 0, 0, 0) // QR FORMERR: NSD drops RD when QDCOUNT > 1
+	qHS   = []byte("\x02hs\x04chat\x07example\x03com\x00\x00\x01\x00\x01") // hs.chat.example.com A IN
+	qApex = []byte("\x04chat\x07example\x03com\x00\x00\x06\x00\x01")       // chat.example.com SOA IN
+	optRR = []byte("\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00")         // OPT, 1232, version 0
+	// TSIG with empty RDATA: FuzzHandle found that our reply to it carried
+	// a TSIG one byte short of its RDLENGTH (testdata/fuzz/FuzzHandle).
+	emptyTSIG = []byte("\x00\x00\xfa\x00\xff\x00\x00\x00\x00\x00\x00")
+	aRR       = []byte("\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x04")
+	formRD    = hdr(0x1234, 0x8100|dns.RcodeFormatError, 0, 0, 0, 0) // QR RD FORMERR
+	formQD    = hdr(0x1234, 0x8000|dns.RcodeFormatError, 0, 0, 0, 0) // QR FORMERR: NSD drops RD when QDCOUNT > 1
 )
 
 type rawCase struct {
@@ -57,6 +60,8 @@ var rawCases = []rawCase{
 	{name: "compression loop in question", pkt: cat(hdr(0x1234, 0x0100, 1, 0, 0, 0), []byte("\xc0\x0c\x00\x01\x00\x01")), want: formRD},
 	{name: "OPT with an owner name", pkt: cat(hdr(0x1234, 0x0100, 1, 0, 0, 1), qHS, []byte("\x01x"), optRR[1:]), want: formRD},
 	{name: "OPT truncated", pkt: cat(hdr(0x1234, 0x0100, 1, 0, 0, 1), qHS, optRR[:7]), want: formRD},
+	{name: "TSIG with empty RDATA", pkt: cat(hdr(0x1234, 0x0100, 1, 0, 0, 1), qApex, emptyTSIG), want: formRD},
+	{name: "UPDATE with an empty TSIG", pkt: cat(hdr(0x1234, 5<<11, 1, 0, 0, 1), qApex, emptyTSIG), want: hdr(0x1234, 0x8000|5<<11|dns.RcodeFormatError, 0, 0, 0, 0), nsdDiffers: true},
 	{name: "opcode STATUS", pkt: cat(hdr(0x1234, 2<<11, 1, 0, 0, 0), qHS), want: hdr(0x1234, 0x8000|2<<11|dns.RcodeNotImplemented, 0, 0, 0, 0)},
 	// NSD has no UPDATE (NOTIMP); an update whose zone section is not one
 	// SOA question is malformed (RFC 2136 §3.1.1).
@@ -137,6 +142,14 @@ func TestMalformed(t *testing.T) {
 	if r.Rcode != dns.RcodeFormatError || r.Id != 0x1234 {
 		t.Errorf("tcp reply %v, want FORMERR for id 0x1234", r)
 	}
+	// The empty TSIG too, header only, exactly as over UDP.
+	if _, err := dc.Write(cat(hdr(0x1234, 0x0100, 1, 0, 0, 1), qApex, emptyTSIG)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 512)
+	if n, err := dc.Read(buf); err != nil || !bytes.Equal(buf[:n], formRD) {
+		t.Errorf("tcp reply to an empty TSIG %x, %v; want %x", buf[:n], err, formRD)
+	}
 	q := new(dns.Msg)
 	q.SetQuestion("hs.chat.example.com.", dns.TypeA)
 	if err := dc.WriteMsg(q); err != nil {
@@ -174,5 +187,40 @@ func TestEDNSCorners(t *testing.T) {
 		q.Question[0].Qclass = dns.ClassHESIOD // no question echoed for other classes
 		r = exchange(t, netw, addr, q)
 		checkReply(t, q, r, tc{Rcode: dns.RcodeRefused, EDNS: 1232, EDE: edeNotSupported, RD: true})
+	}
+}
+
+// TestClassANY: a query of class ANY (255) is answered from the class IN
+// data as NSD answers it (TestInteropNSD compares the bytes): without AA,
+// without the SOA of a negative answer and without the optional apex NS; a
+// referral keeps its NS and glue, and a name outside every zone is refused
+// with EDE 20 and the question echoed.
+func TestClassANY(t *testing.T) {
+	s := startServer(t, testModel(t, testTOML), Options{})
+	cases := []tc{
+		{Qname: "Hs.Chat.Example.Com.", Qtype: dns.TypeA, Answer: []string{hsA}},
+		{Qname: "www.chat.example.com.", Qtype: dns.TypeA, EDNS: 1232, DO: true,
+			Answer: []string{"www.chat.example.com. 300 IN CNAME hs.chat.example.com.", hsA}},
+		{Qname: "_matrix-fed._tcp.chat.example.com.", Qtype: dns.TypeSRV, EDNS: 1232,
+			Answer: []string{"_matrix-fed._tcp.chat.example.com. 3600 IN SRV 10 0 8448 hs.chat.example.com."}, Extra: []string{hsA, hsAAAA}},
+		{Qname: "nope.chat.example.com.", Qtype: dns.TypeA, EDNS: 1232, Rcode: dns.RcodeNameError},
+		{Qname: "hs.chat.example.com.", Qtype: dns.TypeTXT},
+		{Qname: "x.child.chat.example.com.", Qtype: dns.TypeA,
+			Ns:    []string{"child.chat.example.com. 300 IN NS ns.child.chat.example.com.", "child.chat.example.com. 300 IN NS ns.elsewhere.org."},
+			Extra: []string{"ns.child.chat.example.com. 300 IN A 192.0.2.53"}},
+		{Qname: "example.org.", Qtype: dns.TypeA, EDNS: 1232, Rcode: dns.RcodeRefused, EDE: edeNotAuthoritative},
+	}
+	for _, netw := range []string{"udp", "tcp"} {
+		addr := s.udp
+		if netw == "tcp" {
+			addr = s.tcp
+		}
+		for _, c := range cases {
+			t.Run(netw+" "+c.Qname+" "+dns.TypeToString[c.Qtype], func(t *testing.T) {
+				q := query(c)
+				q.Question[0].Qclass = dns.ClassANY
+				checkReply(t, q, exchange(t, netw, addr, q), c)
+			})
+		}
 	}
 }

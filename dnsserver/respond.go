@@ -86,9 +86,10 @@ func (ix *index) respond(req *dns.Msg, tcp bool, buf []byte) []byte {
 		resp.Rcode = dns.RcodeBadVers
 		resp.Extra = []dns.RR{ropt}
 		return packQuestion(resp, q.Name, buf)
-	case q.Qclass != dns.ClassINET:
+	case q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY:
 		// We only have class IN data. Like NSD: refused, with EDE 21, and
-		// the question echoed for CHAOS only.
+		// the question echoed for CHAOS only. Class ANY is answered from
+		// the IN data (below), as NSD does.
 		resp.Rcode = dns.RcodeRefused
 		if ropt != nil {
 			ropt.Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: edeNotSupported}}
@@ -107,12 +108,15 @@ func (ix *index) respond(req *dns.Msg, tcp bool, buf []byte) []byte {
 		}
 		return packQuestion(resp, q.Name, buf)
 	}
-	var a answer
+	a := answer{anyClass: q.Qclass == dns.ClassANY}
 	ix.resolve(&a, resp.Question[0].Name, q.Qtype)
-	resp.Authoritative = a.aa
+	resp.Authoritative = a.aa && !a.anyClass
 	resp.Rcode = a.rcode
 	if a.refused && ropt != nil {
 		ropt.Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: edeNotAuthoritative}}
+	}
+	if a.tooLong && ropt != nil {
+		ropt.Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeOther, ExtraText: "DNAME expansion became too large"}}
 	}
 	encode(resp, &a, ropt, limit)
 	return packQuestion(resp, q.Name, buf)
@@ -200,12 +204,18 @@ func packQuestion(resp *dns.Msg, name string, buf []byte) []byte {
 
 // servfail is the reply when something went wrong on our side.
 func servfail(id uint16, opcode int, rd bool, buf []byte) []byte {
+	return headerOnly(id, opcode, rd, dns.RcodeServerFailure, buf)
+}
+
+// headerOnly is a reply of a header alone, with the query's ID, opcode and
+// RD, and rcode.
+func headerOnly(id uint16, opcode int, rd bool, rcode int, buf []byte) []byte {
 	out := append(buf[:0], make([]byte, 12)...)
 	binary.BigEndian.PutUint16(out, id)
 	out[2] = 0x80 | byte(opcode&0xF)<<3
 	if rd {
 		out[2] |= 0x01
 	}
-	out[3] = dns.RcodeServerFailure
+	out[3] = byte(rcode & 0xF)
 	return out
 }

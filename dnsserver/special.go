@@ -17,7 +17,11 @@ type request struct {
 	req  *dns.Msg
 	peer netip.AddrPort // the client; zero when unknown
 	tcp  bool
-	// tsigStatus is the result of verifying req's TSIG, if it has one.
+	// tsigStatus is the result of verifying req's TSIG, if it has one,
+	// with dns.TsigVerifyWithProvider(raw, ix.keys, "", false) on the
+	// bytes as received: ix.keys (keyring.Verify) enforces the 300s time
+	// window and the replay cache, so every transport must verify through
+	// it and through nothing else.
 	tsigStatus error
 	send       func([]byte) error
 
@@ -52,6 +56,14 @@ func (x *request) keyName() string {
 func (s *Server) special(x *request) {
 	req := x.req
 	if t := req.IsTsig(); t != nil {
+		if t.Algorithm == "" {
+			// miekg/dns reads a TSIG with empty RDATA as one with empty
+			// fields, and a reply signed "with" it cannot be packed
+			// right. No TSIG names the root as its algorithm, so the
+			// record is malformed: FORMERR, header only, as NSD answers.
+			_ = x.send(headerOnly(req.Id, req.Opcode, req.RecursionDesired, dns.RcodeFormatError, nil))
+			return
+		}
 		if x.tsigStatus != nil {
 			// Debug: anyone can send these, and a log line each would be a
 			// way to fill the disk.

@@ -7,8 +7,10 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"hash"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -16,13 +18,42 @@ import (
 )
 
 // tsigFudge is the time window we allow and ask for (RFC 8945 §10: 300s).
+// A client's larger fudge does not widen it: miekg/dns and BIND
+// (dns_tsig_verify) trust the fudge the client sends, so a captured UPDATE
+// signed with fudge 65535 stays valid for 18 hours; here it is five minutes
+// either way, whatever the client asks for.
 const tsigFudge = 300
+
+// maxSeenPerKey bounds the replay cache per key. Only a holder of the key
+// can add to it, and a legitimate one sends a few signed messages a minute
+// (a certbot run, a secondary's SOA checks and transfers), not 8192 in five
+// minutes; at about 200 bytes an entry it stays under 2 MB a key.
+const maxSeenPerKey = 8192
+
+// errReplay and errSeenFull refuse a message whose MAC verified and whose
+// time is in the window. They wrap dns.ErrTime, so the client gets BADTIME:
+// RFC 8945 §5.2.3 answers its own replay check (a Time Signed earlier than
+// one already seen) with BADTIME, and a client that gets it knows to sign
+// afresh rather than that its key is wrong.
+var (
+	errReplay   = fmt.Errorf("%w: the same MAC was seen within the time window (a replay)", dns.ErrTime)
+	errSeenFull = fmt.Errorf("%w: too many signed messages with this key within the time window", dns.ErrTime)
+)
 
 // keyring holds the TSIG keys of one model (RFC 8945). It is the
 // dns.TsigProvider for every message we verify or sign: incoming TCP
-// messages (through dns.Server), UDP messages, our own replies and
-// NOTIFYs. A key is used only with the algorithm it is configured with.
-type keyring map[string]*tsigKey
+// messages, UDP messages, our own replies and NOTIFYs. A key is used only
+// with the algorithm it is configured with.
+//
+// Verify enforces the time window and the replay cache itself, so every
+// transport that verifies through it gets both.
+type keyring struct {
+	keys map[string]*tsigKey
+	// seen is the replay cache, shared by every keyring of one Server so
+	// that a rebuild (each UPDATE makes one) does not forget it. nil: no
+	// replay check, as for the client side of NOTIFY.
+	seen *macCache
+}
 
 type tsigKey struct {
 	cfg  *config.TSIGKey
@@ -31,7 +62,7 @@ type tsigKey struct {
 }
 
 func newKeyring(keys []*config.TSIGKey) keyring {
-	k := keyring{}
+	k := keyring{keys: map[string]*tsigKey{}}
 	for _, c := range keys {
 		raw, err := base64.StdEncoding.DecodeString(c.Secret)
 		if err != nil {
@@ -41,13 +72,13 @@ func newKeyring(keys []*config.TSIGKey) keyring {
 		if c.Algorithm == dns.HmacSHA512 {
 			h = sha512.New
 		}
-		k[lower(c.Name)] = &tsigKey{cfg: c, raw: raw, hash: h}
+		k.keys[lower(c.Name)] = &tsigKey{cfg: c, raw: raw, hash: h}
 	}
 	return k
 }
 
 func (k keyring) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
-	key := k[lower(dns.Fqdn(t.Hdr.Name))]
+	key := k.keys[lower(dns.Fqdn(t.Hdr.Name))]
 	if key == nil {
 		return nil, dns.ErrSecret
 	}
@@ -59,6 +90,12 @@ func (k keyring) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
 	return h.Sum(nil), nil
 }
 
+// Verify checks t's MAC over msg, then its time against our clock within
+// min(t.Fudge, 300s), then that its MAC is not one seen before. The time is
+// checked after the MAC, as miekg/dns and BIND do since CVE-2017-3142, so
+// an unsigned forgery learns nothing; the MAC is remembered only once all
+// else passed, so only a key holder can fill the cache. miekg/dns checks
+// the time again with the client's fudge; ours is never wider.
 func (k keyring) Verify(msg []byte, t *dns.TSIG) error {
 	want, err := k.Generate(msg, t)
 	if err != nil {
@@ -70,6 +107,56 @@ func (k keyring) Verify(msg []byte, t *dns.TSIG) error {
 	if err != nil || !hmac.Equal(want, got) {
 		return dns.ErrSig
 	}
+	now := time.Now().Unix()
+	window := int64(min(t.Fudge, tsigFudge))
+	signed := int64(t.TimeSigned) // 48 bits on the wire: no overflow
+	if now-signed > window || signed-now > window {
+		return dns.ErrTime
+	}
+	if k.seen != nil {
+		return k.seen.add(lower(dns.Fqdn(t.Hdr.Name)), string(got), signed+window, now)
+	}
+	return nil
+}
+
+// macCache remembers the MACs of the signed messages accepted while they
+// could still be accepted: a message signed at time T with window W
+// verifies only until T+W, so its MAC is forgotten after that. A captured
+// signed UPDATE replayed within the window (after the delete that
+// followed it, say) is refused instead of re-adding its record.
+type macCache struct {
+	mu    sync.Mutex
+	byKey map[string]map[string]int64 // key name -> MAC -> last second it verifies
+}
+
+func newMACCache() *macCache { return &macCache{byKey: map[string]map[string]int64{}} }
+
+// add records mac for key, valid until expires; it fails if mac is already
+// there, or if key has maxSeenPerKey MACs that are all still valid.
+func (c *macCache) add(key, mac string, expires, now int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := c.byKey[key]
+	if seen == nil {
+		seen = map[string]int64{}
+		c.byKey[key] = seen
+	}
+	if until, ok := seen[mac]; ok && until >= now {
+		return errReplay
+	}
+	if len(seen) >= maxSeenPerKey {
+		for m, until := range seen {
+			if until < now {
+				delete(seen, m)
+			}
+		}
+		if len(seen) >= maxSeenPerKey {
+			// Forgetting one would let its message be replayed; the
+			// key's holder is the only one who can get here.
+			return errSeenFull
+		}
+	}
+	seen[mac] = expires
 	return nil
 }
 

@@ -2,6 +2,7 @@ package dnsserver
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 
@@ -10,8 +11,14 @@ import (
 )
 
 // maxUpdateRRs bounds the records UPDATE may keep at one name: a key
-// writes ACME challenges, a handful at a time, not a database.
-const maxUpdateRRs = 64
+// writes ACME DNS-01 challenges, not a database. One order for a name and
+// its wildcard needs two values at once; eight leave room for overlapping
+// orders and a value a client failed to delete. Each value is one string
+// of at most 255 bytes (an ACME value is 43), so one name holds at most
+// 8 x 256 bytes of RDATA, and a policy's names bound a key's whole
+// footprint: no per-message limit is needed on top. (Unbounded, one
+// allowed name grew the process from 15 to 95 MB.)
+const maxUpdateRRs = 8
 
 // updSet is what UPDATE wrote at one owner name. Its records form one
 // RRset, so they share one TTL: the last add's (RFC 2181 §5.2).
@@ -108,6 +115,12 @@ func (s *Server) applyUpdate(zoneName string, class uint16, key string, prereqs,
 			return dns.RcodeRefused, name + " is not among the key's names"
 		case z.findCut(name) != nil:
 			return dns.RcodeRefused, name + " is below a delegation, where TXT records would not be served"
+		case z.belowDNAME(name):
+			return dns.RcodeRefused, name + " is below a DNAME, where TXT records would not be served"
+		}
+		if txt, ok := rr.(*dns.TXT); ok && h.Class == dns.ClassINET && len(txt.Txt) != 1 {
+			// One string holds at most 255 bytes on the wire.
+			return dns.RcodeRefused, "a TXT record for ACME is one string of at most 255 bytes"
 		}
 	}
 
@@ -147,7 +160,8 @@ func (s *Server) applyUpdate(zoneName string, class uint16, key string, prereqs,
 				continue
 			}
 			if len(set.rrs) >= maxUpdateRRs {
-				return dns.RcodeRefused, "too many records at " + name
+				// Nothing applied yet: the edits are on copies.
+				return dns.RcodeRefused, fmt.Sprintf("more than %d TXT records at %s", maxUpdateRRs, name)
 			}
 			set.rrs = append(set.rrs, updRR{txt: slices.Clone(txt), key: key})
 			changed = true

@@ -30,6 +30,9 @@ func sendUpdate(t *testing.T, s *testServer, netw string, m *dns.Msg, k *tsigKey
 	var raw []byte
 	var mac string
 	if k != nil {
+		// A new ID, as any client gives each message: the same signed
+		// bytes twice within the time window are a replay, refused.
+		m.Id = dns.Id()
 		raw, mac = signedQuery(t, m, k.name, k.alg, k.secret, 0)
 	} else {
 		raw, _ = m.Pack()
@@ -308,4 +311,71 @@ func TestUpdateSurvivesReload(t *testing.T) {
 	// And it does not come back when the policy does.
 	s.SetModel(testModel(t, text))
 	checkQuery(t, "udp", s.udp, tc{Qname: acmeName, Qtype: dns.TypeTXT, Rcode: dns.RcodeNameError, AA: true, Ns: []string{negSOA(3)}})
+}
+
+// TestUpdateBounds: UPDATE keeps what ACME needs and no more: one string
+// of up to 255 bytes per value, up to maxUpdateRRs values per name. An
+// update beyond either is REFUSED whole and the zone stays as it was.
+func TestUpdateBounds(t *testing.T) {
+	s := startOnePort(t, testModel(t, secondaryTOML(startNotifySink(t, 0).addr)), Options{})
+	served := func(want []string) {
+		t.Helper()
+		c := tc{Qname: acmeName, Qtype: dns.TypeTXT, Rcode: dns.RcodeSuccess, AA: true, Answer: want, Ns: apexNS, Extra: []string{ns1A, ns1AAA}}
+		checkQuery(t, "tcp", s.tcp, c)
+	}
+	value := func(i int) string { return fmt.Sprintf("tok-%02d-", i) + strings.Repeat("x", 36) }
+	add := func(from, to int) *dns.Msg {
+		m := newUpdate("chat.example.com.")
+		for i := from; i < to; i++ {
+			m.Insert([]dns.RR{txtRR(t, acmeName, 60, value(i))})
+		}
+		return m
+	}
+	var want []string
+	for i := range maxUpdateRRs {
+		want = append(want, fmt.Sprintf("%s 60 IN TXT %q", acmeName, value(i)))
+	}
+
+	long := strings.Repeat("v", 255)
+	twoStrings := &dns.TXT{Hdr: dns.RR_Header{Name: acmeName, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: []string{"a", "b"}}
+	for _, c := range []struct {
+		name string
+		m    func() *dns.Msg
+	}{
+		{"two strings in one value", func() *dns.Msg {
+			m := newUpdate("chat.example.com.")
+			m.Insert([]dns.RR{dns.Copy(twoStrings)})
+			return m
+		}},
+		{"one value of 255 bytes and one of two strings", func() *dns.Msg {
+			m := newUpdate("chat.example.com.")
+			m.Insert([]dns.RR{txtRR(t, acmeName, 60, long), dns.Copy(twoStrings)})
+			return m
+		}},
+		{fmt.Sprintf("%d values at once", maxUpdateRRs+1), func() *dns.Msg { return add(0, maxUpdateRRs+1) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			expectUpdate(t, s, "tcp", c.m(), hs, dns.RcodeRefused, 0)
+			checkQuery(t, "tcp", s.tcp, tc{Qname: acmeName, Qtype: dns.TypeTXT, Rcode: dns.RcodeNameError, AA: true, Ns: []string{soaNeg}})
+		})
+	}
+
+	// Up to the bound, in two steps; then one more is refused.
+	expectUpdate(t, s, "tcp", add(0, 2), hs, dns.RcodeSuccess, 0)
+	expectUpdate(t, s, "tcp", add(2, maxUpdateRRs), hs, dns.RcodeSuccess, 0)
+	served(want)
+	expectUpdate(t, s, "tcp", add(maxUpdateRRs, maxUpdateRRs+1), hs, dns.RcodeRefused, 0)
+	// A value already there is no new record.
+	expectUpdate(t, s, "udp", add(0, 1), hs, dns.RcodeSuccess, 0)
+	served(want)
+	if got := s.Serials()["chat.example.com."]; got != 3 {
+		t.Errorf("serial %d after two accepted updates, want 3", got)
+	}
+
+	// Delete one, and a 255-byte value fits again.
+	m := newUpdate("chat.example.com.")
+	m.Remove([]dns.RR{txtRR(t, acmeName, 60, value(0))})
+	m.Insert([]dns.RR{txtRR(t, acmeName, 60, long)})
+	expectUpdate(t, s, "tcp", m, hs, dns.RcodeSuccess, 0)
+	served(append(want[1:], fmt.Sprintf("%s 60 IN TXT %q", acmeName, long)))
 }

@@ -42,6 +42,9 @@ func (s *Server) transfer(x *request) {
 	var ropt *dns.OPT
 	if opt != nil {
 		ropt = &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: udpSize}}
+		if opt.Do() {
+			ropt.SetDo() // RFC 3225 §3: copied into the reply, as NSD does
+		}
 	}
 	fail := func(rcode int, ede uint16) {
 		resp.Rcode = rcode
@@ -69,7 +72,8 @@ func (s *Server) transfer(x *request) {
 		clientSerial = soa.Serial
 	}
 	switch {
-	case q.Qclass != dns.ClassINET:
+	case q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY:
+		// Class ANY is the IN zone, as for NSD.
 		fail(dns.RcodeRefused, edeNotSupported)
 		return
 	case !x.tcp && !ixfr:
