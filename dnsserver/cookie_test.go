@@ -1,0 +1,179 @@
+package dnsserver
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"net/netip"
+	"testing"
+
+	"github.com/signpost-dev/signpost/config"
+)
+
+// TestSipHash24 checks SipHash-2-4 against the reference paper (Aumasson
+// and Bernstein 2012): Appendix A's worked example, and the first and last
+// entries of the reference implementation's 64 test vectors (key 00..0f,
+// message 00..len-1).
+func TestSipHash24(t *testing.T) {
+	var key [16]byte
+	for i := range key {
+		key[i] = byte(i)
+	}
+	k := sipKey(key)
+	msg := make([]byte, 64)
+	for i := range msg {
+		msg[i] = byte(i)
+	}
+	for _, c := range []struct {
+		n    int
+		want uint64
+	}{
+		{15, 0xa129ca6149be45e5}, // Appendix A
+		{0, 0x726fdb47dd0e0e31},  // vectors_sip64[0]
+		{1, 0x74f839c593dc67fd},  // vectors_sip64[1]
+		{63, 0x958a324ceb064572}, // vectors_sip64[63]
+	} {
+		if got := siphash24(k[0], k[1], msg[:c.n]); got != c.want {
+			t.Errorf("SipHash-2-4 of %d bytes: got %016x, want %016x", c.n, got, c.want)
+		}
+	}
+}
+
+func mustHex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestCookieRFC9018 reproduces the examples of RFC 9018 Appendix A: the
+// reply's COOKIE option, byte for byte, and whether the query's server
+// cookie was valid.
+func TestCookieRFC9018(t *testing.T) {
+	for _, c := range []struct {
+		name, secret, previous, ip, query string
+		now                               uint32
+		valid                             bool
+		reply                             string
+	}{
+		{"A.1 learning a new server cookie", "e5e973e5a6b2a43f48e7dc849e37bfcf", "", "198.51.100.100",
+			"2464c4abcf10c957", 1559731985, false,
+			"2464c4abcf10c957010000005cf79f111f8130c3eee29480"},
+		{"A.2 a renewed cookie, 40 minutes later", "e5e973e5a6b2a43f48e7dc849e37bfcf", "", "198.51.100.100",
+			"2464c4abcf10c957010000005cf79f111f8130c3eee29480", 1559734385, true,
+			"2464c4abcf10c957010000005cf7a871d4a564a1442aca77"},
+		// The example's cookie is 1h52m old, past §4.3's hour: its hash
+		// verifies, but it is no longer valid. The reply is the same.
+		{"A.3 another client, reserved bytes set", "e5e973e5a6b2a43f48e7dc849e37bfcf", "", "203.0.113.203",
+			"fc93fc62807ddb8601abcdef5cf78f71a314227b6679ebf5", 1559734700, false,
+			"fc93fc62807ddb86010000005cf7a9acf73a7810aca2381e"},
+		// Ten minutes after it was made, the same cookie is valid (the
+		// reserved bytes are hashed as sent) and echoed.
+		{"A.3's cookie when fresh", "e5e973e5a6b2a43f48e7dc849e37bfcf", "", "203.0.113.203",
+			"fc93fc62807ddb8601abcdef5cf78f71a314227b6679ebf5", 1559727985 + 600, true,
+			"fc93fc62807ddb8601abcdef5cf78f71a314227b6679ebf5"},
+		{"A.4 IPv6, cookie made with the previous secret", "445536bcd2513298075a5d379663c962", "dd3bdf9344b678b185a6f5cb60fca715",
+			"2001:db8:220:1:59de:d0f4:8769:82b8",
+			"22681ab97d52c298010000005cf7c57926556bd0934c72f8", 1559741961, true,
+			"22681ab97d52c298010000005cf7c609a6bb79d16625507a"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := config.DNS{CookieSecret: mustHex(t, c.secret)}
+			if c.previous != "" {
+				d.CookieSecretPrevious = mustHex(t, c.previous)
+			}
+			conf := newEDNSConf(&d, [16]byte{})
+			var out [24]byte
+			valid := conf.cookie(&out, mustHex(t, c.query), netip.MustParseAddr(c.ip), c.now)
+			if got := hex.EncodeToString(out[:]); got != c.reply || valid != c.valid {
+				t.Errorf("got %s valid=%v, want %s valid=%v", got, valid, c.reply, c.valid)
+			}
+		})
+	}
+}
+
+// TestCookieTimestamps covers RFC 9018 §4.3's window: a valid cookie under
+// half an hour old is echoed, one older is renewed, one over an hour old
+// or over five minutes in the future is invalid, and so is a cookie for
+// another address, another client cookie or another secret.
+func TestCookieTimestamps(t *testing.T) {
+	secret := mustHex(t, "0102030405060708090a0b0c0d0e0f10")
+	conf := newEDNSConf(&config.DNS{CookieSecret: secret}, [16]byte{})
+	other := newEDNSConf(&config.DNS{CookieSecret: mustHex(t, "ffffffffffffffffffffffffffffffff")}, [16]byte{})
+	addr := netip.MustParseAddr("192.0.2.7")
+	const now = 1_800_000_000
+	client := mustHex(t, "0011223344556677")
+	made := func(c *ednsConf, at uint32, a netip.Addr, cl []byte) []byte {
+		var out [24]byte
+		c.cookie(&out, cl, a, at)
+		return out[:]
+	}
+	fresh := made(conf, now, addr, client) // what a new cookie at now is
+	for _, c := range []struct {
+		name  string
+		query []byte
+		valid bool
+		echo  bool
+	}{
+		{"client cookie only", client, false, false},
+		{"10 minutes old", made(conf, now-600, addr, client), true, true},
+		{"exactly 30 minutes old", made(conf, now-1800, addr, client), true, true},
+		{"31 minutes old", made(conf, now-1860, addr, client), true, false},
+		{"exactly an hour old", made(conf, now-3600, addr, client), true, false},
+		{"an hour and a second old", made(conf, now-3601, addr, client), false, false},
+		{"5 minutes ahead", made(conf, now+300, addr, client), true, true},
+		{"5 minutes and a second ahead", made(conf, now+301, addr, client), false, false},
+		{"another address", made(conf, now-10, netip.MustParseAddr("192.0.2.8"), client), false, false},
+		{"another secret", made(other, now-10, addr, client), false, false},
+		{"another client cookie", append(append([]byte{}, client[:7]...), append([]byte{0x78}, made(conf, now-10, addr, client)[8:]...)...), false, false},
+		{"a server cookie of 8 bytes", append(append([]byte{}, client...), 1, 0, 0, 0, 0, 0, 0, 0), false, false},
+		{"version 2", func() []byte { b := made(conf, now-10, addr, client); b[8] = 2; return b }(), false, false},
+	} {
+		var out [24]byte
+		valid := conf.cookie(&out, c.query, addr, now)
+		want := fresh
+		if c.name == "another client cookie" {
+			want = made(conf, now, addr, c.query[:8])
+		}
+		if c.echo {
+			want = c.query
+		}
+		if valid != c.valid || hex.EncodeToString(out[:]) != hex.EncodeToString(want) {
+			t.Errorf("%s: got %x valid=%v, want %x valid=%v", c.name, out, valid, want, c.valid)
+		}
+	}
+	// The timestamp of a fresh cookie is now, big-endian, after version 1
+	// and three zero bytes.
+	if fresh[8] != 1 || fresh[9]|fresh[10]|fresh[11] != 0 || binary.BigEndian.Uint32(fresh[12:]) != now {
+		t.Errorf("fresh cookie %x: want version 1, reserved 0, timestamp %d", fresh, now)
+	}
+}
+
+// TestCookieNoAlloc pins checking and making a cookie at zero allocations.
+func TestCookieNoAlloc(t *testing.T) {
+	conf := newEDNSConf(&config.DNS{}, [16]byte{1})
+	addr := netip.MustParseAddr("2001:db8::1")
+	var out [24]byte
+	conf.cookie(&out, mustHex(t, "0011223344556677"), addr, 1000)
+	q := append([]byte{}, out[:]...)
+	if allocs := testing.AllocsPerRun(100, func() { conf.cookie(&out, q, addr, 1001) }); allocs != 0 {
+		t.Errorf("%v allocations, want 0", allocs)
+	}
+}
+
+// BenchmarkCookie is the cost of a query's cookie: verifying its server
+// cookie and making a fresh one (the worst case: two SipHashes).
+func BenchmarkCookie(b *testing.B) {
+	conf := newEDNSConf(&config.DNS{}, [16]byte{1})
+	addr := netip.MustParseAddr("192.0.2.1")
+	var out [24]byte
+	conf.cookie(&out, mustHex(b, "0011223344556677"), addr, 1000)
+	q := append([]byte{}, out[:]...)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !conf.cookie(&out, q, addr, 1000+2000) {
+			b.Fatal("invalid")
+		}
+	}
+}
