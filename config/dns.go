@@ -50,10 +50,10 @@ func buildEDNS(ps *problems, f *file, m *Model) {
 
 	r := RRL{Rate: defaultRRLRate, Slip: defaultRRLSlip, IPv4Prefix: defaultRRLIPv4Prefix, IPv6Prefix: defaultRRLIPv6Prefix}
 	if t := d.RRL; t != nil {
-		intKey(ps, "dns.rrl.rate", t.Rate, 0, maxRRLRate, "0 (off) or responses per second", &r.Rate)
-		intKey(ps, "dns.rrl.slip", t.Slip, 0, maxRRLSlip, "0 (drop every response over the rate) or send every n-th truncated", &r.Slip)
-		intKey(ps, "dns.rrl.ipv4_prefix", t.IPv4Prefix, 1, 32, "a prefix length", &r.IPv4Prefix)
-		intKey(ps, "dns.rrl.ipv6_prefix", t.IPv6Prefix, 1, 128, "a prefix length", &r.IPv6Prefix)
+		intKey(ps, "dns.rrl.rate", t.Rate, 0, maxRRLRate, "0 (off) or responses per second,", &r.Rate)
+		intKey(ps, "dns.rrl.slip", t.Slip, 0, maxRRLSlip, "0 (drop all over the rate) or n to send every n-th truncated,", &r.Slip)
+		intKey(ps, "dns.rrl.ipv4_prefix", t.IPv4Prefix, 1, 32, "a prefix length,", &r.IPv4Prefix)
+		intKey(ps, "dns.rrl.ipv6_prefix", t.IPv6Prefix, 1, 128, "a prefix length,", &r.IPv6Prefix)
 		for i, s := range t.Exempt {
 			key := fmt.Sprintf("dns.rrl.exempt[%d]", i)
 			p, err := netip.ParsePrefix(s)

@@ -28,13 +28,13 @@ type variant struct {
 type optSet uint8
 
 const (
-	optCookie      optSet = 1 << iota // a client cookie
-	optServer                         // and a valid server cookie, 10 minutes old
-	optStale                          // and a valid server cookie, 40 minutes old
-	optNSID                           // an NSID request
-	optPad                            // 12 bytes of padding (RFC 7830)
-	optUnknown                        // an option nobody knows
-	optBadVersion                     // a server cookie of another version
+	optCookie     optSet = 1 << iota // a client cookie
+	optServer                        // and a valid server cookie, 10 minutes old
+	optStale                         // and a valid server cookie, 40 minutes old
+	optNSID                          // an NSID request
+	optPad                           // 12 bytes of padding (RFC 7830)
+	optUnknown                       // an option nobody knows
+	optBadVersion                    // a server cookie of another version
 )
 
 var optSets = []optSet{0, optCookie, optCookie | optServer | optNSID, optCookie | optStale | optPad | optUnknown,
