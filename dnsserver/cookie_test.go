@@ -1,10 +1,14 @@
 package dnsserver
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"net/netip"
+	"strings"
 	"testing"
+
+	"github.com/miekg/dns"
 
 	"github.com/signpost-dev/signpost/config"
 )
@@ -176,4 +180,105 @@ func BenchmarkCookie(b *testing.B) {
 			b.Fatal("invalid")
 		}
 	}
+}
+
+// FuzzCookie feeds arbitrary OPT option data, after a question and an OPT
+// header, to both answering paths from a known sender. Neither may panic;
+// when the fast path answers, its bytes and its cookie verdict must be the
+// full path's; every reply must parse, and so must the truncated reply rate
+// limiting would make of it. Run with
+//
+//	go test -run=NONE -fuzz=FuzzCookie ./dnsserver
+func FuzzCookie(f *testing.F) {
+	s := New(Options{})
+	s.SetModel(testModel(f, strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \"fuzz\"", 1)))
+	ix := s.ix.Load()
+	valid := testCookie(s, 600)
+	opt := func(code uint16, data []byte) []byte {
+		return append(binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, code), uint16(len(data))), data...)
+	}
+	for _, seed := range [][]byte{
+		nil,
+		opt(dns.EDNS0COOKIE, valid[:8]),
+		opt(dns.EDNS0COOKIE, valid),
+		opt(dns.EDNS0COOKIE, testCookie(s, 3000)),
+		opt(dns.EDNS0COOKIE, valid[:12]),
+		append(opt(dns.EDNS0NSID, nil), opt(dns.EDNS0COOKIE, valid)...),
+		append(opt(dns.EDNS0PADDING, make([]byte, 40)), opt(65001, []byte{1})...),
+		opt(dns.EDNS0COOKIE, valid)[:10],
+		append(opt(dns.EDNS0COOKIE, valid[:8]), opt(dns.EDNS0COOKIE, make([]byte, 41))...),
+		opt(dns.EDNS0SUBNET, []byte{0, 1, 24, 0, 192, 0, 2}),
+	} {
+		for _, qi := range []byte{0, 1, 2} {
+			f.Add(seed, qi, uint16(1232), true)
+		}
+	}
+	questions := []struct {
+		name  string
+		qtype uint16
+	}{
+		{"Hs.chat.example.com.", dns.TypeA},       // precomputed answer
+		{"nope.chat.example.com.", dns.TypeTXT},   // NXDOMAIN template
+		{"example.org.", dns.TypeA},               // REFUSED template, with EDE
+		{"big.chat.example.com.", dns.TypeTXT},    // near the size limit
+		{"www.chat.example.com.", dns.TypeA},      // the full path (CNAME)
+		{"x.wild.chat.example.com.", dns.TypeA},   // the full path (wildcard)
+		{"child.chat.example.com.", dns.TypeAAAA}, // referral
+	}
+	f.Fuzz(func(t *testing.T, rdata []byte, qi byte, size uint16, do bool) {
+		if len(rdata) > 2000 {
+			return
+		}
+		q := questions[int(qi)%len(questions)]
+		m := new(dns.Msg)
+		m.SetQuestion(q.name, q.qtype)
+		m.Id = 0x1234
+		pkt, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkt[11] = 1 // ARCOUNT: the OPT
+		pkt = append(pkt, 0, 0, 41)
+		pkt = binary.BigEndian.AppendUint16(pkt, size)
+		flags := byte(0)
+		if do {
+			flags = 0x80
+		}
+		pkt = append(pkt, 0, 0, flags, 0)
+		pkt = binary.BigEndian.AppendUint16(pkt, uint16(len(rdata)))
+		pkt = append(pkt, rdata...)
+
+		var eq ednsReq
+		_ = parseOptions(rdata, &eq)
+		// The first COOKIE option, which parseOptions may not reach.
+		var first []byte
+		for b := rdata; len(b) >= 4 && 4+int(binary.BigEndian.Uint16(b[2:])) <= len(b); b = b[4+int(binary.BigEndian.Uint16(b[2:])):] {
+			if binary.BigEndian.Uint16(b) == dns.EDNS0COOKIE {
+				first = b[4 : 4+int(binary.BigEndian.Uint16(b[2:]))]
+				break
+			}
+		}
+		var sc scratch
+		fc, sl := testSender(s), testSender(s)
+		fast := ix.fast.replyTo(pkt, make([]byte, 0, 4096), &sc, &fc)
+		slow := s.handleRawFrom(ix, pkt, make([]byte, 0, 4096), (*fixedPeer)(&netip.AddrPort{}), &sl)
+		if fast != nil && (!bytes.Equal(fast, slow) || fc.cookieOK != sl.cookieOK) {
+			t.Fatalf("query %x: fast path %x (cookie %v), full path %x (cookie %v)", pkt, fast, fc.cookieOK, slow, sl.cookieOK)
+		}
+		if slow == nil {
+			t.Fatalf("query %x: no reply", pkt)
+		}
+		var r dns.Msg
+		if err := r.Unpack(slow); err != nil {
+			t.Fatalf("reply %x to %x does not parse: %v", slow, pkt, err)
+		}
+		if c := cookieOf(&r); c != nil && (len(c) != 24 || len(first) < 8 || !bytes.Equal(c[:8], first[:8])) {
+			t.Fatalf("reply cookie %x to query cookie %x", c, first)
+		}
+		rrlClassify(slow)
+		var sm dns.Msg
+		if err := sm.Unpack(slipReply(slow)); err != nil || !sm.Truncated || len(sm.Answer)+len(sm.Ns) != 0 {
+			t.Fatalf("slipped reply %v to %x: %v", &sm, pkt, err)
+		}
+	})
 }
