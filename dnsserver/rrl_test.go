@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,36 +111,59 @@ func cookieOf(m *dns.Msg) []byte {
 	return nil
 }
 
-// TestRRLFlood floods the server with large-answer queries from four
-// addresses of one /24 while a client in another /24 asks its questions
-// and a client in the flooded /24 that holds a server cookie asks its own.
-// The flood gets a small fraction of the bytes it would get unlimited, in
-// truncated replies that parse; the other two lose nothing.
-func TestRRLFlood(t *testing.T) {
-	s := startServer(t, testModel(t, floodTOML("[dns.rrl]\nrate = 20\nslip = 2")), Options{})
-	server := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s.udp))
-	const bigName = "big.flood.test."
+const floodName = "big.flood.test."
 
+// floodStats is what a flood got back.
+type floodStats struct {
+	sent, sentBytes     int64 // queries, and their bytes
+	gotBytes, answers   int64
+	truncated           int64
+	fullLen             int // bytes of one unlimited answer
+	legitOK, legitAsked int // a client in another /24
+	legitTime           time.Duration
+}
+
+// ratio is the share of the bytes the flood would get unlimited.
+func (f floodStats) ratio() float64 { return float64(f.gotBytes) / float64(f.sent*int64(f.fullLen)) }
+
+// amplification is bytes out per byte in.
+func (f floodStats) amplification() float64 { return float64(f.gotBytes) / float64(f.sentBytes) }
+
+func (f floodStats) String() string {
+	return fmt.Sprintf("%d queries, %d answers, %d truncated; %d of the %d bytes unlimited (%.1f%%); amplification %.2fx (unlimited %.1fx); other /24: %d of %d answered in %v",
+		f.sent, f.answers, f.truncated, f.gotBytes, f.sent*int64(f.fullLen), 100*f.ratio(), f.amplification(),
+		float64(f.fullLen)/float64(f.sentBytes/f.sent), f.legitOK, f.legitAsked, f.legitTime.Round(time.Millisecond))
+}
+
+// flood sends floodName TXT queries from four addresses of 127.1.0.0/24,
+// about 2000/s from each, and reads what comes back, while a resolver in
+// 127.2.0.0/24 asks twenty names five times each, spread over a second,
+// and while also runs; the flood lasts until both are done. Every reply
+// must parse, and be either the whole answer or a truncated reply with
+// the question and nothing else.
+func flood(t *testing.T, server *net.UDPAddr, also func()) floodStats {
+	var st floodStats
 	// What one unlimited answer is: asked once, from a prefix of its own.
 	ref := listenFrom(t, "127.3.0.1")
-	full := exchangeFrom(t, ref, server, floodQuery(t, 1, bigName, dns.TypeTXT, nil), 2*time.Second)
+	full := exchangeFrom(t, ref, server, floodQuery(t, 1, floodName, dns.TypeTXT, nil), 2*time.Second)
 	if full == nil || full.Truncated || len(full.Answer) != 4 {
 		t.Fatalf("reference answer: %v", full)
 	}
 	full.Compress = true // as the server packs it
 	fullBytes, _ := full.Pack()
-	fullLen := len(fullBytes)
-	if fullLen < 1000 {
-		t.Fatalf("reference answer is %d bytes; the test wants about 1 KB", fullLen)
+	st.fullLen = len(fullBytes)
+	if st.fullLen < 1000 {
+		t.Fatalf("reference answer is %d bytes; the test wants about 1 KB", st.fullLen)
 	}
 
 	const senders, minPerSender = 4, 1000
 	var (
-		wg, senderWG         sync.WaitGroup
-		gotBytes, gotAnswers atomic.Int64
-		slipped, sentBytes   atomic.Int64
+		readers, senderWG    sync.WaitGroup
+		gotBytes, answers    atomic.Int64
+		truncated, sentBytes atomic.Int64
 		sent                 atomic.Int64
 		bad                  = make(chan string, 16)
+		floodDone, others    atomic.Bool
 	)
 	report := func(msg string) {
 		select {
@@ -145,15 +171,14 @@ func TestRRLFlood(t *testing.T) {
 		default:
 		}
 	}
-	var floodDone, clientsDone atomic.Bool
 	for i := range senders {
 		c := listenFrom(t, fmt.Sprintf("127.1.0.%d", i+2))
-		q := floodQuery(t, uint16(i), bigName, dns.TypeTXT, nil)
-		wg.Add(1)
+		q := floodQuery(t, uint16(i), floodName, dns.TypeTXT, nil)
+		readers.Add(1)
 		senderWG.Add(1)
-		go func() { // the flood: about 2000 queries/s from each address, until the clients are done
+		go func() {
 			defer senderWG.Done()
-			for j := 0; j < minPerSender || !clientsDone.Load(); j++ {
+			for j := 0; j < minPerSender || !others.Load(); j++ {
 				if _, err := c.WriteToUDP(q, server); err != nil {
 					report(err.Error())
 					return
@@ -165,8 +190,8 @@ func TestRRLFlood(t *testing.T) {
 				}
 			}
 		}()
-		go func() { // what comes back
-			defer wg.Done()
+		go func() {
+			defer readers.Done()
 			buf := make([]byte, 4096)
 			for {
 				_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
@@ -185,14 +210,14 @@ func TestRRLFlood(t *testing.T) {
 				}
 				switch {
 				case m.Truncated:
-					// A slip: header, question and OPT, nothing else.
-					if len(m.Answer)+len(m.Ns) != 0 || len(m.Extra) != 1 || m.IsEdns0() == nil ||
-						len(m.Question) != 1 || m.Question[0].Name != bigName || m.Rcode != dns.RcodeSuccess {
-						report("bad slipped reply:\n" + m.String())
+					// A slip: header, question (and OPT), nothing else.
+					if len(m.Answer)+len(m.Ns) != 0 || len(m.Extra) > 1 || len(m.Extra) == 1 && m.IsEdns0() == nil ||
+						len(m.Question) != 1 || m.Question[0].Name != floodName || m.Rcode != dns.RcodeSuccess {
+						report("bad truncated reply:\n" + m.String())
 					}
-					slipped.Add(1)
+					truncated.Add(1)
 				case len(m.Answer) == 4:
-					gotAnswers.Add(1)
+					answers.Add(1)
 				default:
 					report("bad flood reply:\n" + m.String())
 				}
@@ -200,36 +225,60 @@ func TestRRLFlood(t *testing.T) {
 		}()
 	}
 
-	// Meanwhile a resolver in another /24 asks twenty names, five times
-	// each, spread over a second, and a client in the flooded /24 learns
-	// a server cookie and asks the flooded name a hundred times with it.
 	var clients sync.WaitGroup
 	legit := listenFrom(t, "127.2.0.2")
-	legitOK := 0
-	var legitTime time.Duration
 	clients.Add(2)
 	go func() {
 		defer clients.Done()
 		start := time.Now()
 		for i := range 100 {
+			st.legitAsked++
 			name := fmt.Sprintf("n%d.flood.test.", i%20)
 			r := exchangeFrom(t, legit, server, floodQuery(t, uint16(5000+i), name, dns.TypeA, nil), 2*time.Second)
 			if r != nil && !r.Truncated && r.Rcode == dns.RcodeSuccess && len(r.Answer) == 1 {
-				legitOK++
+				st.legitOK++
 			}
 			time.Sleep(10 * time.Millisecond) // as a resolver would, not all at once
 		}
-		legitTime = time.Since(start)
+		st.legitTime = time.Since(start)
 	}()
-	cookieClient := listenFrom(t, "127.1.0.9")
-	var cookie []byte
-	cookieOK := 0
 	go func() {
 		defer clients.Done()
+		if also != nil {
+			also()
+		}
+	}()
+	clients.Wait()
+	others.Store(true)
+	senderWG.Wait()
+	floodDone.Store(true)
+	readers.Wait()
+	close(bad)
+	for msg := range bad {
+		t.Error(msg)
+	}
+	st.sent, st.sentBytes = sent.Load(), sentBytes.Load()
+	st.gotBytes, st.answers, st.truncated = gotBytes.Load(), answers.Load(), truncated.Load()
+	return st
+}
+
+// TestRRLFlood floods the server with large-answer queries from four
+// addresses of one /24 while a client in another /24 asks its questions
+// and a client in the flooded /24 that holds a server cookie asks its own.
+// The flood gets a small fraction of the bytes it would get unlimited,
+// fewer bytes than it sends, in truncated replies that parse; the other
+// two lose nothing.
+func TestRRLFlood(t *testing.T) {
+	s := startServer(t, testModel(t, floodTOML("[dns.rrl]\nrate = 20\nslip = 2")), Options{})
+	server := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s.udp))
+	var cookie []byte
+	cookieOK := 0
+	st := flood(t, server, func() {
+		c := listenFrom(t, "127.1.0.9")
 		for try := 0; try < 30 && len(cookie) != 24; try++ {
 			// Learning the cookie counts against the flooded prefix, so
-			// the reply may be dropped; a slipped one carries the cookie.
-			if r := exchangeFrom(t, cookieClient, server, floodQuery(t, uint16(7000+try), bigName, dns.TypeTXT, []byte("resolver")), 300*time.Millisecond); r != nil {
+			// the reply may be dropped; a truncated one carries it too.
+			if r := exchangeFrom(t, c, server, floodQuery(t, uint16(7000+try), floodName, dns.TypeTXT, []byte("resolver")), 300*time.Millisecond); r != nil {
 				cookie = cookieOf(r)
 			}
 		}
@@ -237,41 +286,93 @@ func TestRRLFlood(t *testing.T) {
 			if len(cookie) != 24 {
 				return
 			}
-			r := exchangeFrom(t, cookieClient, server, floodQuery(t, uint16(8000+i), bigName, dns.TypeTXT, cookie), time.Second)
+			r := exchangeFrom(t, c, server, floodQuery(t, uint16(8000+i), floodName, dns.TypeTXT, cookie), time.Second)
 			if r != nil && !r.Truncated && len(r.Answer) == 4 && bytes.Equal(cookieOf(r), cookie) {
 				cookieOK++
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-	}()
-	clients.Wait()
-	clientsDone.Store(true)
-	senderWG.Wait()
-	floodDone.Store(true)
-	wg.Wait()
-	close(bad)
-	for msg := range bad {
-		t.Error(msg)
+	})
+	t.Logf("flood: %v; client with a cookie in the flooded /24: %d of 100", st, cookieOK)
+	if st.ratio() > 0.10 {
+		t.Errorf("the flood got %.1f%% of the unlimited bytes, want at most 10%%", 100*st.ratio())
+	}
+	if st.amplification() > 1 {
+		t.Errorf("the flood got %.2f bytes per byte sent, want at most 1", st.amplification())
+	}
+	if st.truncated == 0 {
+		t.Errorf("no truncated reply: slip sends none")
+	}
+	if st.legitOK < 99 {
+		t.Errorf("client in another prefix: %d of 100 answered, want at least 99", st.legitOK)
 	}
 	if len(cookie) != 24 {
 		t.Errorf("no server cookie learned during the flood")
 	}
-	ratio := float64(gotBytes.Load()) / float64(sent.Load()*int64(fullLen))
-	t.Logf("flood: %d queries, %d answers, %d truncated; %d of the %d bytes unlimited (%.1f%%); amplification %.2fx (unlimited %.1fx)",
-		sent.Load(), gotAnswers.Load(), slipped.Load(), gotBytes.Load(), sent.Load()*int64(fullLen), 100*ratio,
-		float64(gotBytes.Load())/float64(sentBytes.Load()), float64(fullLen)/float64(sentBytes.Load()/sent.Load()))
-	t.Logf("legitimate client: %d of 100 answered in %v; cookie client: %d of 100", legitOK, legitTime, cookieOK)
-	if ratio > 0.10 {
-		t.Errorf("the flood got %.1f%% of the unlimited bytes, want at most 10%%", 100*ratio)
-	}
-	if slipped.Load() == 0 {
-		t.Errorf("no truncated reply: slip sends none")
-	}
-	if legitOK < 99 {
-		t.Errorf("legitimate client in another prefix: %d of 100 answered, want at least 99", legitOK)
-	}
 	if cookieOK != 100 {
 		t.Errorf("client with a valid server cookie: %d of 100 answered in full, want 100", cookieOK)
+	}
+}
+
+// TestRRLFloodNSD runs the same flood against signpost and NSD, both with
+// NSD's default rate limiting (200 replies/s, slip 2, /24), and reports
+// their amplification side by side. Both must keep the other /24's
+// answers; signpost must not amplify more than NSD does by more than a
+// margin for timing.
+func TestRRLFloodNSD(t *testing.T) {
+	m := testModel(t, floodTOML(""))
+	nsdAddr := startNSDWith(t, m, "  rrl-ratelimit: 200\n  rrl-slip: 2\n  rrl-ipv4-prefix-length: 24\n  rrl-whitelist-ratelimit: 2000\n")
+	s := startServer(t, m, Options{})
+	ours := flood(t, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s.udp)), nil)
+	nsd := flood(t, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(nsdAddr)), nil)
+	t.Logf("signpost: %v", ours)
+	t.Logf("NSD:      %v", nsd)
+	if ours.legitOK < 99 {
+		t.Errorf("signpost: client in another prefix: %d of 100 answered, want at least 99", ours.legitOK)
+	}
+	if ours.amplification() > nsd.amplification()*1.5+0.2 {
+		t.Errorf("signpost amplifies %.2fx under flood, NSD %.2fx", ours.amplification(), nsd.amplification())
+	}
+}
+
+// startNSDWith is startNSD with rate limiting as extra (nsd.conf server:
+// lines) says.
+func startNSDWith(t *testing.T, m *config.Model, extra string) string {
+	t.Helper()
+	nsd, err := exec.LookPath("nsd")
+	if err != nil {
+		t.Skip("nsd not installed (apt-get install nsd): skipping the comparison with NSD")
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	var conf strings.Builder
+	conf.WriteString(nsdServerConf(dir, port, 1, extra))
+	for i, z := range m.Zones {
+		var buf bytes.Buffer
+		if err := z.WriteMasterFile(&buf); err != nil {
+			t.Fatal(err)
+		}
+		file := fmt.Sprintf("zone%d.zone", i)
+		if err := os.WriteFile(filepath.Join(dir, file), buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&conf, "zone:\n  name: %q\n  zonefile: %q\n", z.Origin, file)
+	}
+	confPath := filepath.Join(dir, "nsd.conf")
+	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runDaemon(t, nsd, "-d", "-c", confPath)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	c := listenFrom(t, "127.6.0.1") // a prefix of its own, not to use up the flood's
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		if r := exchangeFrom(t, c, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)), floodQuery(t, uint16(i), m.Zones[0].Origin, dns.TypeSOA, nil), 200*time.Millisecond); r != nil && r.Rcode == dns.RcodeSuccess {
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nsd did not start answering on %s", addr)
+		}
 	}
 }
 
