@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -281,4 +284,114 @@ func FuzzCookie(f *testing.F) {
 			t.Fatalf("slipped reply %v to %x: %v", &sm, pkt, err)
 		}
 	})
+}
+
+// TestCookiesOverUDP asks a real server over UDP: the reply echoes the
+// client cookie with a server cookie that verifies under the configured
+// secret for the client's address; a fresh server cookie is echoed, one
+// 40 minutes old or two hours old is replaced; NSID is answered only when
+// configured and asked for; a malformed cookie gets FORMERR.
+func TestCookiesOverUDP(t *testing.T) {
+	const secret = "8f3cf0f4c1a2b3d4e5f60718293a4b5c"
+	text := strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \"ns-test\"\ncookie_secret = \""+secret+"\"", 1)
+	s := startServer(t, testModel(t, text), Options{})
+	plain := startServer(t, testModel(t, testTOML), Options{})
+	server := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s.udp))
+	c := listenFrom(t, "127.0.0.1")
+	client := []byte("\x01\x02\x03\x04\x05\x06\x07\x08")
+	key := sipKey([16]byte(mustHex(t, secret)))
+	local := netip.MustParseAddr("127.0.0.1")
+
+	ask := func(srv *net.UDPAddr, cookie []byte, nsid bool) *dns.Msg {
+		t.Helper()
+		m := new(dns.Msg)
+		m.SetQuestion("hs.chat.example.com.", dns.TypeA)
+		m.Id = 4242
+		m.SetEdns0(1232, false)
+		o := m.IsEdns0()
+		if nsid {
+			o.Option = append(o.Option, &dns.EDNS0_NSID{Code: dns.EDNS0NSID})
+		}
+		if cookie != nil {
+			o.Option = append(o.Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: hex.EncodeToString(cookie)})
+		}
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := exchangeFrom(t, c, srv, b, 2*time.Second)
+		if r == nil {
+			t.Fatalf("no reply to %v", m)
+		}
+		return r
+	}
+	// options lists a reply's EDNS options as code=hex.
+	options := func(r *dns.Msg) []string {
+		var out []string
+		if o := r.IsEdns0(); o != nil {
+			for _, e := range o.Option {
+				switch e := e.(type) {
+				case *dns.EDNS0_NSID:
+					out = append(out, "nsid="+e.Nsid)
+				case *dns.EDNS0_COOKIE:
+					out = append(out, "cookie="+e.Cookie)
+				default:
+					out = append(out, e.String())
+				}
+			}
+		}
+		return out
+	}
+	// check verifies a reply's server cookie and returns its timestamp.
+	check := func(r *dns.Msg) uint32 {
+		t.Helper()
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].String() != "hs.chat.example.com.\t300\tIN\tA\t198.51.100.7" {
+			t.Fatalf("reply:\n%v", r)
+		}
+		got := cookieOf(r)
+		if len(got) != 24 || !bytes.Equal(got[:8], client) || got[8] != 1 || got[9]|got[10]|got[11] != 0 {
+			t.Fatalf("cookie %x: want the client cookie, then version 1 and reserved zero", got)
+		}
+		ts := binary.BigEndian.Uint32(got[12:])
+		if d := int64(ts) - time.Now().Unix(); d < -5 || d > 5 {
+			t.Errorf("server cookie timestamp %d is %ds from now", ts, d)
+		}
+		if h := cookieHash(key, client, got[8:16], local); binary.LittleEndian.Uint64(got[16:]) != h {
+			t.Errorf("server cookie %x does not verify: hash want %016x", got[8:], h)
+		}
+		return ts
+	}
+
+	r := ask(server, client, true)
+	check(r)
+	first := cookieOf(r)
+	if got, want := options(r), []string{"nsid=" + hex.EncodeToString([]byte("ns-test")), "cookie=" + hex.EncodeToString(first)}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("options %v, want %v", got, want)
+	}
+	// A fresh server cookie comes back unchanged.
+	if r := ask(server, first, false); !bytes.Equal(cookieOf(r), first) || len(options(r)) != 1 {
+		t.Errorf("fresh cookie %x: got options %v, want it echoed alone", first, options(r))
+	}
+	conf := newEDNSConf(&config.DNS{CookieSecret: mustHex(t, secret)}, [16]byte{})
+	for _, age := range []uint32{40 * 60, 2 * 3600} {
+		var old [24]byte
+		conf.cookie(&old, client, local, uint32(time.Now().Unix())-age)
+		r := ask(server, old[:], false)
+		check(r)
+		if bytes.Equal(cookieOf(r), old[:]) {
+			t.Errorf("a cookie %ds old was echoed; want a fresh one", age)
+		}
+	}
+	// No NSID unless asked, nor from a server without dns.nsid.
+	if r := ask(server, nil, false); len(options(r)) != 0 {
+		t.Errorf("not asked: options %v, want none", options(r))
+	}
+	if r := ask(net.UDPAddrFromAddrPort(netip.MustParseAddrPort(plain.udp)), nil, true); len(options(r)) != 0 {
+		t.Errorf("no dns.nsid: options %v, want none", options(r))
+	}
+	// A cookie of 12 bytes is malformed: FORMERR, header only.
+	r = ask(server, append(append([]byte{}, client...), 1, 2, 3, 4), false)
+	if want := (&dns.Msg{MsgHdr: dns.MsgHdr{Id: 4242, Response: true, RecursionDesired: true, Rcode: dns.RcodeFormatError}}).String(); r.String() != want || len(r.Question)+len(r.Extra) != 0 {
+		t.Errorf("malformed cookie: got\n%v\nwant\n%v", r, want)
+	}
 }
