@@ -35,7 +35,7 @@ type fastIndex struct {
 
 type fastEntry struct {
 	plain []byte // the reply without EDNS (512-byte limit)
-	edns  []byte // the reply with our OPT, DO clear, at the 1232-byte limit
+	edns  []byte // the reply with our OPT (last, no options), DO clear, at the 1232-byte limit; nil: full path
 	// ednsComplete says edns lost nothing to the limit, so it is also the
 	// reply for any smaller limit it fits in.
 	ednsComplete bool
@@ -181,6 +181,12 @@ func (ix *index) precompute(name string, qtype uint16) *fastEntry {
 	req.SetEdns0(udpSize, false)
 	e.edns = ix.respond(req, false, nil)
 	e.ednsComplete = bytes.Equal(e.edns, ix.respond(req, true, nil))
+	// replyTo patches the DO bit and appends options at fixed offsets from
+	// the end: the OPT, without options, must be the last record. If it
+	// ever is not, such queries take the full path.
+	if n := len(e.edns); n < 12+11 || !bytes.Equal(e.edns[n-11:n-6], []byte{0, 0, byte(dns.TypeOPT), udpSize >> 8, udpSize & 0xFF}) || e.edns[n-2]|e.edns[n-1] != 0 {
+		e.edns = nil
+	}
 	return e
 }
 
@@ -347,6 +353,9 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 		src := e.plain
 		if edns == 1 {
 			src = e.edns
+			if src == nil {
+				return nil
+			}
 			// Cut to size without our options, it may be cut elsewhere
 			// with them: the full path knows.
 			if (limit != udpSize || extra > 0) && (!e.ednsComplete || len(src)+extra > limit) {

@@ -469,3 +469,48 @@ func ExampleServer_AddTXT() {
 	// <nil>
 	// dnsserver: add TXT _acme-challenge.example.org.: outside every zone served
 }
+
+// TestOptionsSizeLimit asks every precomputed question with a cookie and
+// NSID at small UDP sizes: whichever path answers, the reply fits the
+// client's size and still carries both options, truncated (TC) or with
+// additional records left out as NSD would.
+func TestOptionsSizeLimit(t *testing.T) {
+	s := New(Options{})
+	s.SetModel(testModel(t, strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \""+strings.Repeat("n", 100)+"\"", 1)))
+	ix := s.ix.Load()
+	full, truncated := 0, 0
+	for key := range ix.fast.table {
+		name, _, err := dns.UnpackDomainName([]byte(key), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		qtype := binary.BigEndian.Uint16([]byte(key[len(key)-2:]))
+		for _, size := range []uint16{512, 600, 700, 800, 1232} {
+			pkt := rawQueryFor(t, s, 9, name, qtype, variant{edns: size, opts: optCookie | optServer | optNSID})
+			cl := testSender(s)
+			var sc scratch
+			out := ix.fast.replyTo(pkt, nil, &sc, &cl)
+			if out == nil {
+				full++
+				out = s.handleRawFrom(ix, pkt, nil, (*fixedPeer)(&netip.AddrPort{}), &cl)
+			}
+			var m dns.Msg
+			if err := m.Unpack(out); err != nil {
+				t.Fatalf("%s %s at %d: %v", name, dns.TypeToString[qtype], size, err)
+			}
+			if m.Truncated {
+				truncated++
+			}
+			if len(out) > max(int(size), 512) {
+				t.Errorf("%s %s at %d: reply of %d bytes", name, dns.TypeToString[qtype], size, len(out))
+			}
+			if o := m.IsEdns0(); o == nil || len(o.Option) != 2 || !cl.cookieOK {
+				t.Errorf("%s %s at %d: want NSID and a valid cookie in\n%v", name, dns.TypeToString[qtype], size, &m)
+			}
+		}
+	}
+	t.Logf("%d replies from the full path, %d truncated", full, truncated)
+	if truncated == 0 {
+		t.Errorf("no reply needed truncating: the test zone has no large answer")
+	}
+}
