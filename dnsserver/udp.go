@@ -52,7 +52,11 @@ func (s *Server) answerPacket(ix *index, pkt, buf []byte, sc *scratch, from peer
 	if now.IsZero() {
 		now = time.Now()
 	}
-	cl := newSender(from.addrPort(), now, s.edns.Load())
+	var ap netip.AddrPort
+	if from != nil {
+		ap = from.addrPort()
+	}
+	cl := newSender(ap, now, s.edns.Load())
 	if out = ix.fast.replyTo(pkt, buf[:0], sc, &cl); out == nil {
 		out = s.handleRawFrom(ix, pkt, buf[:0], from, &cl)
 	}
