@@ -80,6 +80,10 @@ type sender struct {
 	// cookieOK is set by answering: the query carried a valid server
 	// cookie, so the client has proved its address.
 	cookieOK bool
+	// wildcard is set by the full path when the answer was synthesized
+	// from a wildcard: its owner, which rate limiting counts the answer
+	// under, so that random names under one wildcard share a bucket.
+	wildcard string
 }
 
 // newSender describes the sender of a query received at t; edns may be nil.

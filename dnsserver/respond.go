@@ -142,6 +142,14 @@ func (ix *index) respondTo(req *dns.Msg, tcp bool, buf []byte, cl *sender) []byt
 	}
 	var a answer
 	ix.resolve(&a, resp.Question[0].Name, q.Qtype)
+	if cl != nil {
+		for _, e := range a.entries {
+			if e.sec == secAnswer && e.owner != e.set.name { // only wildcard synthesis renames
+				cl.wildcard = e.set.name
+				break
+			}
+		}
+	}
 	resp.Authoritative = a.aa
 	resp.Rcode = a.rcode
 	if a.refused && ropt != nil {

@@ -26,9 +26,9 @@ import (
 //     none for errors, so that random names under one zone, or refused
 //     names outside every zone, share one bucket.
 //
-// Knot and NSD key wildcard answers by the wildcard; here they count by
-// query name like any answer (the reply bytes do not say a wildcard made
-// them).
+// As in NSD and Knot, answers synthesized from a wildcard count under the
+// wildcard, not the query name, so that random names under one wildcard
+// share a bucket (the full path, which makes them, says so).
 //
 // A bucket allows dns.rrl.rate replies per second with a burst of one
 // second's worth: the generic cell rate algorithm, a token bucket stored as
@@ -67,6 +67,7 @@ const (
 	rrlNoData
 	rrlReferral
 	rrlError
+	rrlWildcard // an answer synthesized from a wildcard
 )
 
 // rrlAction is what to do with a reply.
@@ -120,8 +121,9 @@ func (r *rrl) configure(c config.RRL) {
 }
 
 // account counts reply, about to go to addr at t, and says what to do with
-// it. It never allocates.
-func (r *rrl) account(reply []byte, addr netip.Addr, t time.Time) rrlAction {
+// it; wildcard is the wildcard that synthesized the answer, if one did. It
+// never allocates.
+func (r *rrl) account(reply []byte, addr netip.Addr, wildcard string, t time.Time) rrlAction {
 	c := r.conf.Load()
 	if c == nil || !addr.IsValid() || len(reply) < 12 {
 		return rrlSend
@@ -147,12 +149,17 @@ func (r *rrl) account(reply []byte, addr netip.Addr, t time.Time) rrlAction {
 	kind, name := rrlClassify(reply)
 	key[n] = kind
 	n++
-	for _, ch := range name {
-		if 'A' <= ch && ch <= 'Z' {
-			ch += 'a' - 'A'
+	if kind == rrlAnswer && wildcard != "" {
+		key[n-1] = rrlWildcard
+		n += copy(key[n:], wildcard) // lower case already, at most 255 bytes
+	} else {
+		for _, ch := range name {
+			if 'A' <= ch && ch <= 'Z' {
+				ch += 'a' - 'A'
+			}
+			key[n] = ch
+			n++
 		}
-		key[n] = ch
-		n++
 	}
 	h := maphash.Bytes(r.seed, key[:n])
 	return r.take(&r.buckets[h&(rrlBuckets-1)], h>>(64-12), c, int64(t.Sub(r.start)/time.Microsecond)+1)

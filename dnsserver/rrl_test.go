@@ -570,6 +570,49 @@ func BenchmarkRRL(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		s.rrl.account(reply, addrs[i%len(addrs)], now)
+		s.rrl.account(reply, addrs[i%len(addrs)], "", now)
+	}
+}
+
+// TestRRLRandomNames: random names under one zone (NXDOMAIN) or under one
+// wildcard share a bucket, so spraying them does not escape the limit,
+// while one name asked as often in another zone has a bucket of its own.
+func TestRRLRandomNames(t *testing.T) {
+	s := startServer(t, testModel(t, testTOML+"\n[dns.rrl]\nrate = 5\n"), Options{})
+	server := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s.udp))
+	// spray sends 50 queries at once from ip, name(i) TXT, and counts
+	// the replies that are not truncated.
+	spray := func(ip string, name func(i int) string) int {
+		c := listenFrom(t, ip)
+		for i := range 50 {
+			if _, err := c.WriteToUDP(floodQuery(t, uint16(i), name(i), dns.TypeTXT, nil), server); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ok := 0
+		buf := make([]byte, 4096)
+		for {
+			_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			n, _, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return ok
+			}
+			var m dns.Msg
+			if m.Unpack(buf[:n]) == nil && !m.Truncated {
+				ok++
+			}
+		}
+	}
+	for _, c := range []struct {
+		what string
+		ip   string
+		name func(i int) string
+	}{
+		{"random names under a wildcard", "127.7.0.1", func(i int) string { return fmt.Sprintf("r%d.wild.chat.example.com.", i) }},
+		{"random missing names", "127.7.1.1", func(i int) string { return fmt.Sprintf("r%d.chat.example.com.", i) }},
+	} {
+		if got := spray(c.ip, c.name); got < 5 || got > 10 {
+			t.Errorf("%s: %d of 50 answered in full, want the burst of 5 (and up to 5 more if sending took a second)", c.what, got)
+		}
 	}
 }

@@ -63,7 +63,7 @@ func (s *Server) answerPacket(ix *index, pkt, buf []byte, sc *scratch, from peer
 	if out == nil || cl.cookieOK {
 		return out // a valid server cookie proves the address: no limit
 	}
-	switch s.rrl.account(out, cl.addr, now) {
+	switch s.rrl.account(out, cl.addr, cl.wildcard, now) {
 	case rrlDrop:
 		return nil
 	case rrlSlip:
