@@ -47,6 +47,7 @@ const (
 func build(ps *problems, f *file, o Options) *Model {
 	m := &Model{byServerName: map[string]*Delegation{}}
 	ttl := buildDNS(ps, f, m)
+	buildEDNS(ps, f, m)
 	buildHTTP(ps, f, m)
 	buildACME(ps, f, m)
 	zones := buildZones(ps, f, m, ttl)

@@ -481,3 +481,87 @@ func TestApexNameserverIsServerName(t *testing.T) {
 		t.Errorf("apex has %d A records, want 1:\n%v", a, m.Zones[0].Records)
 	}
 }
+
+// TestEDNSKeys covers dns.nsid, the cookie secrets and [dns.rrl]: defaults,
+// values as written, and the exact message for each bad value.
+func TestEDNSKeys(t *testing.T) {
+	m, err := parse(t, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DNS{Listen: m.DNS.Listen, Nameservers: m.DNS.Nameservers, Hostmaster: m.DNS.Hostmaster, TTL: m.DNS.TTL,
+		RRL: RRL{Rate: 200, Slip: 2, IPv4Prefix: 24, IPv6Prefix: 56}}
+	if !reflect.DeepEqual(m.DNS, want) {
+		t.Errorf("defaults: got %+v, want %+v", m.DNS, want)
+	}
+
+	set := strings.Replace(base, "[dns]", `[dns]
+nsid = "ns1.example signpost"
+cookie_secret = "000102030405060708090a0b0c0d0e0F"
+cookie_secret_previous = "ffeeddccbbaa99887766554433221100"
+rrl = { rate = 50, slip = 0, ipv4_prefix = 32, ipv6_prefix = 64, exempt = ["192.0.2.0/24", "2001:db8::1", "::ffff:10.0.0.0/104"] }`, 1)
+	set = strings.Replace(set, `"::ffff:10.0.0.0/104"`, `"10.0.0.0/8"`, 1)
+	m, err = parse(t, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.NSID = "ns1.example signpost"
+	want.CookieSecret = []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+	want.CookieSecretPrevious = []byte{0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x00}
+	want.RRL = RRL{Rate: 50, Slip: 0, IPv4Prefix: 32, IPv6Prefix: 64, Exempt: []netip.Prefix{
+		netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128"), netip.MustParsePrefix("10.0.0.0/8")}}
+	if !reflect.DeepEqual(m.DNS, want) {
+		t.Errorf("set: got %+v, want %+v", m.DNS, want)
+	}
+	if m, err := parse(t, base+"\n[dns.rrl]\nrate = 0\n"); err != nil || m.DNS.RRL.Rate != 0 || m.DNS.RRL.Slip != 2 {
+		t.Errorf("rate = 0: got %+v, %v; want rate 0, other keys default", m.DNS.RRL, err)
+	}
+
+	for _, c := range []struct {
+		name, dns string
+		want      []string
+	}{
+		{"nsid not ASCII", `nsid = "nś1"`, []string{`signpost.toml:3: dns.nsid: "nś1" has a byte that is not printable ASCII; use letters, digits and punctuation, e.g. the host name`}},
+		{"nsid too long", `nsid = "` + strings.Repeat("n", 129) + `"`, []string{`signpost.toml:3: dns.nsid: is 129 bytes; use at most 128`}},
+		{"secret not hex", `cookie_secret = "not a secret at all, not hex!!!!"`, []string{`signpost.toml:3: dns.cookie_secret: is not 32 hex digits (16 bytes); generate one with "openssl rand -hex 16"`}},
+		{"secret too short", `cookie_secret = "0011"`, []string{`signpost.toml:3: dns.cookie_secret: is not 32 hex digits (16 bytes); generate one with "openssl rand -hex 16"`}},
+		{"previous without secret", `cookie_secret_previous = "00112233445566778899aabbccddeeff"`, []string{`signpost.toml:3: dns.cookie_secret_previous: is set without dns.cookie_secret; set cookie_secret to the secret cookies are made with now`}},
+		{"bad previous", "cookie_secret = \"00112233445566778899aabbccddeeff\"\ncookie_secret_previous = \"xyz\"", []string{`signpost.toml:4: dns.cookie_secret_previous: is not 32 hex digits (16 bytes); generate one with "openssl rand -hex 16"`}},
+		{"rrl values out of range", "rrl = { rate = -1, slip = 11, ipv4_prefix = 0, ipv6_prefix = 129 }", []string{
+			`signpost.toml:3: dns.rrl.rate: -1 is out of range; use 0 (off) or responses per second, from 0 to 100000`,
+			`signpost.toml:3: dns.rrl.slip: 11 is out of range; use 0 (drop all over the rate) or n to send every n-th truncated, from 0 to 10`,
+			`signpost.toml:3: dns.rrl.ipv4_prefix: 0 is out of range; use a prefix length, from 1 to 32`,
+			`signpost.toml:3: dns.rrl.ipv6_prefix: 129 is out of range; use a prefix length, from 1 to 128`,
+		}},
+		{"rrl exempt", "[dns.rrl]\nexempt = [\n  \"192.0.2.1/24\",\n  \"localhost\",\n  \"::ffff:192.0.2.0/120\",\n  \"fe80::1%eth0\",\n]", []string{
+			`signpost.toml:7: dns.rrl.exempt[0]: "192.0.2.1/24" has bits set after the prefix length; write "192.0.2.0/24"`,
+			`signpost.toml:8: dns.rrl.exempt[1]: "localhost" is not an address prefix; write e.g. "192.0.2.0/24", "2001:db8::/56" or one address`,
+			`signpost.toml:9: dns.rrl.exempt[2]: "::ffff:192.0.2.0/120" is an IPv4-mapped IPv6 prefix; write the IPv4 prefix`,
+			`signpost.toml:10: dns.rrl.exempt[3]: "fe80::1%eth0" is not an address prefix; write e.g. "192.0.2.0/24", "2001:db8::/56" or one address`,
+		}},
+		{"rrl key as NSD spells it", "[dns.rrl]\nratelimit = 5", []string{`signpost.toml:6: dns.rrl.ratelimit: unknown key; did you mean "rate"?`}},
+		{"rrl unknown key", "[dns.rrl]\nwhitelist = []", []string{`signpost.toml:6: dns.rrl.whitelist: unknown key; expected one of rate, slip, ipv4_prefix, ipv6_prefix, exempt`}},
+		{"rrl typo", "[dns.rrl]\nslp = 5", []string{`signpost.toml:6: dns.rrl.slp: unknown key; did you mean "slip"?`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			text := base
+			if strings.HasPrefix(c.dns, "[dns.rrl]") {
+				text = strings.Replace(base, "\n[[zone]]", c.dns+"\n\n[[zone]]", 1)
+			} else {
+				text = strings.Replace(base, "[dns]\n", "[dns]\n"+c.dns+"\n", 1)
+			}
+			_, err := parse(t, text)
+			var got []string
+			if errs, ok := err.(Errors); ok {
+				for _, p := range errs {
+					got = append(got, p.String())
+				}
+			} else if err != nil {
+				got = []string{err.Error()}
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Errorf("got\n%s\nwant\n%s\n(file:\n%s)", strings.Join(got, "\n"), strings.Join(c.want, "\n"), text)
+			}
+		})
+	}
+}

@@ -97,7 +97,8 @@ func (ps *problems) decodeError(err error) {
 // follow the toml tags below; TestKnownKeys checks that it does.
 var knownKeys = map[string][]string{
 	"":                            {"dns", "http", "acme", "zone", "delegation", "key", "secondary", "update"},
-	"dns":                         {"listen", "nameservers", "hostmaster", "ttl", "catalog"},
+	"dns":                         {"listen", "nameservers", "hostmaster", "ttl", "catalog", "nsid", "cookie_secret", "cookie_secret_previous", "rrl"},
+	"dns.rrl":                     {"rate", "slip", "ipv4_prefix", "ipv6_prefix", "exempt"},
 	"http":                        {"listen", "plain_listen", "root_redirect", "server_max_age", "client_max_age"},
 	"acme":                        {"email", "directory", "challenges", "ca_root", "storage", "mode", "names"},
 	"zone":                        {"origin", "addresses", "records"},
@@ -127,6 +128,11 @@ type dnsTable struct {
 	Hostmaster  string   `toml:"hostmaster"`
 	TTL         string   `toml:"ttl"`
 	Catalog     string   `toml:"catalog"`
+	// Keys of dns.go: EDNS options and rate limiting.
+	NSID                 string    `toml:"nsid"`
+	CookieSecret         string    `toml:"cookie_secret"`
+	CookieSecretPrevious string    `toml:"cookie_secret_previous"`
+	RRL                  *rrlTable `toml:"rrl"`
 }
 
 type httpTable struct {

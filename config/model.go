@@ -63,6 +63,35 @@ type DNS struct {
 	TTL uint32
 	// Catalog is the origin of the catalog zone (fully qualified), or "".
 	Catalog string
+	// NSID is the name server identifier sent to clients that ask for it
+	// (RFC 5001); empty: none is sent.
+	NSID string
+	// CookieSecret is the 16-byte SipHash key of DNS server cookies
+	// (RFC 9018); nil: a random secret chosen at each start.
+	CookieSecret []byte
+	// CookieSecretPrevious is a second secret whose cookies are accepted
+	// but never issued, for rotating CookieSecret; nil: none.
+	CookieSecretPrevious []byte
+	// RRL is response rate limiting over UDP.
+	RRL RRL
+}
+
+// RRL is the [dns.rrl] table: response rate limiting over UDP, on by
+// default.
+type RRL struct {
+	// Rate is how many responses per second one source prefix gets of one
+	// kind (answer, NXDOMAIN, NODATA, referral, error) for one name; 0
+	// turns rate limiting off.
+	Rate int
+	// Slip is how often a response over the rate is sent truncated
+	// instead of dropped: every Slip-th; 0 drops them all.
+	Slip int
+	// IPv4Prefix and IPv6Prefix are the prefix lengths that group sources
+	// into one client.
+	IPv4Prefix int
+	IPv6Prefix int
+	// Exempt lists source prefixes never rate limited; nil: none.
+	Exempt []netip.Prefix
 }
 
 // HTTP is the [http] table.

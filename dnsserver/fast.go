@@ -3,6 +3,7 @@ package dnsserver
 import (
 	"bytes"
 	"encoding/binary"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -13,6 +14,12 @@ import (
 // path, from a lower-case query with ID 0, so both paths give the same bytes;
 // fast_test.go checks that for every precomputed reply. Anything the fast
 // path does not recognise returns nil and goes the full path.
+//
+// EDNS options in the query (cookie.go) are read in place. The OPT record
+// is the last record of every precomputed EDNS reply (respond appends it
+// last, and TSIG, which would follow it, never takes this path), so our
+// options, NSID and COOKIE, are appended to the end of the copy and the
+// OPT's RDLENGTH patched; the counts do not change.
 
 // fastIndex holds the precomputed replies of one index.
 type fastIndex struct {
@@ -28,7 +35,7 @@ type fastIndex struct {
 
 type fastEntry struct {
 	plain []byte // the reply without EDNS (512-byte limit)
-	edns  []byte // the reply with our OPT, DO clear, at the 1232-byte limit
+	edns  []byte // the reply with our OPT (last, no options), DO clear, at the 1232-byte limit; nil: full path
 	// ednsComplete says edns lost nothing to the limit, so it is also the
 	// reply for any smaller limit it fits in.
 	ednsComplete bool
@@ -66,6 +73,7 @@ type template struct {
 	body   []byte
 	ptrs   []int
 	doPos  int // offset in body of the OPT flags byte, -1 without OPT
+	rdlen  int // offset in body of the OPT RDLENGTH, -1 without OPT
 }
 
 // fastChars marks the bytes the fast path lets through in a label: those
@@ -173,6 +181,12 @@ func (ix *index) precompute(name string, qtype uint16) *fastEntry {
 	req.SetEdns0(udpSize, false)
 	e.edns = ix.respond(req, false, nil)
 	e.ednsComplete = bytes.Equal(e.edns, ix.respond(req, true, nil))
+	// replyTo patches the DO bit and appends options at fixed offsets from
+	// the end: the OPT, without options, must be the last record. If it
+	// ever is not, such queries take the full path.
+	if n := len(e.edns); n < 12+11 || !bytes.Equal(e.edns[n-11:n-6], []byte{0, 0, byte(dns.TypeOPT), udpSize >> 8, udpSize & 0xFF}) || e.edns[n-2]|e.edns[n-1] != 0 {
+		e.edns = nil
+	}
 	return e
 }
 
@@ -210,7 +224,7 @@ func makeTemplate(m *dns.Msg) template {
 	}
 	off := 12
 	off = skipName(b, off, nil) + 4
-	t := template{body: b[off:], doPos: -1}
+	t := template{body: b[off:], doPos: -1, rdlen: -1}
 	copy(t.header[:], b[:12])
 	t.header[3] &^= 0x0F // rcode is set per reply
 	pos := 0
@@ -226,6 +240,10 @@ func makeTemplate(m *dns.Msg) template {
 			skipName(t.body, p, &t.ptrs)
 		case dns.TypeOPT:
 			t.doPos = rrStart + 1 + 6 // root name, type, class, extended rcode, version
+			t.rdlen = rrStart + 1 + 8
+			if pos+rdlen != len(t.body) {
+				panic("dnsserver: OPT is not the last record of a reply template") // our own data: a bug
+			}
 		}
 		pos += rdlen
 	}
@@ -255,11 +273,23 @@ func skipName(b []byte, off int, ptrs *[]int) int {
 type scratch struct {
 	key    [256 + 2]byte
 	labels [128]int
+	now    time.Time // when the packets being answered arrived; zero: ask the clock
 }
 
 // reply answers pkt into out[:0] from precomputed data, or returns nil if
-// pkt needs the full path. It never allocates.
+// pkt needs the full path. It never allocates. The sender is unknown: the
+// reply has no COOKIE or NSID option; replyTo is the same with a sender.
 func (f *fastIndex) reply(pkt, out []byte, sc *scratch) []byte {
+	return f.replyTo(pkt, out, sc, nil)
+}
+
+// replyTo answers pkt, a query from cl (nil if unknown), into out[:0] from
+// precomputed data, or returns nil if pkt needs the full path (respondTo
+// with the same cl gives the same bytes). It never allocates. The reply
+// fits the query's UDP limit; a caller serving TCP must not use it for a
+// query whose reply the limit truncated. It sets cl.cookieOK when the
+// query's server cookie is valid.
+func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 	if len(pkt) < 12+1+4 || pkt[2]&^0x01 != 0 || pkt[3]&0x0F != 0 ||
 		pkt[4] != 0 || pkt[5] != 1 || pkt[6]|pkt[7]|pkt[8]|pkt[9]|pkt[10] != 0 || pkt[11] > 1 {
 		return nil // only plain queries: opcode QUERY, one question, no records but OPT
@@ -298,23 +328,37 @@ func (f *fastIndex) reply(pkt, out []byte, sc *scratch) []byte {
 	}
 	qend := off + 4
 	edns, do, limit := 0, false, minUDPSize
+	var eq ednsReq
 	if pkt[11] == 1 {
 		o := pkt[qend:]
-		// Root owner, type OPT, version 0, no options.
-		if len(o) != 11 || o[0] != 0 || o[1] != 0 || o[2] != 41 || o[6] != 0 || o[9]|o[10] != 0 {
+		// Root owner, type OPT, version 0, RDATA to the end.
+		if len(o) < 11 || o[0] != 0 || o[1] != 0 || o[2] != 41 || o[6] != 0 ||
+			11+int(binary.BigEndian.Uint16(o[9:])) != len(o) {
 			return nil
+		}
+		switch parseOptions(o[11:], &eq) {
+		case optFull:
+			return nil
+		case optFormErr:
+			return formerr(pkt, out)
 		}
 		edns, do = 1, o[7]&0x80 != 0
 		limit = min(max(int(binary.BigEndian.Uint16(o[3:])), minUDPSize), udpSize)
 	} else if qend != len(pkt) {
 		return nil
 	}
+	extra := cl.optionsLen(&eq)
 	sc.key[k], sc.key[k+1] = byte(qtype>>8), byte(qtype)
 	if e := f.table[string(sc.key[:k+2])]; e != nil {
 		src := e.plain
 		if edns == 1 {
 			src = e.edns
-			if limit != udpSize && (!e.ednsComplete || len(src) > limit) {
+			if src == nil {
+				return nil
+			}
+			// Cut to size without our options, it may be cut elsewhere
+			// with them: the full path knows.
+			if (limit != udpSize || extra > 0) && (!e.ednsComplete || len(src)+extra > limit) {
 				return nil
 			}
 		}
@@ -322,8 +366,13 @@ func (f *fastIndex) reply(pkt, out []byte, sc *scratch) []byte {
 		copy(out, pkt[:2])
 		out[2] |= pkt[2] & 0x01
 		copy(out[12:], pkt[12:qend])
-		if do {
-			out[len(out)-4] |= 0x80
+		if edns == 1 {
+			// Precomputed replies have no options: the OPT's flags and
+			// RDLENGTH end the packet.
+			if do {
+				out[len(out)-4] |= 0x80
+			}
+			out = cl.appendOptions(out, &eq, len(out)-2)
 		}
 		return out
 	}
@@ -338,7 +387,7 @@ func (f *fastIndex) reply(pkt, out []byte, sc *scratch) []byte {
 		}
 	}
 	if fz == nil {
-		return f.refused[edns].write(out, pkt, qend, 0, dns.RcodeRefused, do, limit)
+		return f.refused[edns].write(out, pkt, qend, 0, dns.RcodeRefused, do, limit, &eq, cl)
 	}
 	if fz.slow {
 		return nil
@@ -367,15 +416,20 @@ func (f *fastIndex) reply(pkt, out []byte, sc *scratch) []byte {
 			}
 			rcode = dns.RcodeNameError
 		}
-		return fz.neg[edns].write(out, pkt, qend, sc.labels[zi], rcode, do, limit)
+		return fz.neg[edns].write(out, pkt, qend, sc.labels[zi], rcode, do, limit, &eq, cl)
 	}
 	return nil // unreachable while the apex is in names
 }
 
 // write builds a reply from the template: the query's ID and RD, rcode, the
-// query's question, and the body with its pointers moved by shift.
-func (t *template) write(out, pkt []byte, qend, shift, rcode int, do bool, limit int) []byte {
-	if 12+(qend-12)+len(t.body) > limit {
+// query's question, the body with its pointers moved by shift, and our
+// options for eq.
+func (t *template) write(out, pkt []byte, qend, shift, rcode int, do bool, limit int, eq *ednsReq, cl *sender) []byte {
+	extra := 0
+	if t.rdlen >= 0 {
+		extra = cl.optionsLen(eq)
+	}
+	if 12+(qend-12)+len(t.body)+extra > limit {
 		return nil
 	}
 	out = append(out[:0], t.header[:]...)
@@ -391,6 +445,9 @@ func (t *template) write(out, pkt []byte, qend, shift, rcode int, do bool, limit
 	}
 	if do && t.doPos >= 0 {
 		out[base+t.doPos] |= 0x80
+	}
+	if t.rdlen >= 0 {
+		out = cl.appendOptions(out, eq, base+t.rdlen)
 	}
 	return out
 }

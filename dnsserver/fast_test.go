@@ -3,22 +3,42 @@ package dnsserver
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
 )
 
 // variants are the ways one question can be asked: with or without EDNS,
-// buffer sizes around the limits, DO, RD, and letter case.
+// buffer sizes around the limits, DO, RD, letter case, and the EDNS
+// options resolvers send.
 type variant struct {
 	edns  uint16
 	do    bool
 	rd    bool
 	mixed bool
+	opts  optSet
 }
+
+// optSet is a combination of EDNS options in a query.
+type optSet uint8
+
+const (
+	optCookie     optSet = 1 << iota // a client cookie
+	optServer                        // and a valid server cookie, 10 minutes old
+	optStale                         // and a valid server cookie, 40 minutes old
+	optNSID                          // an NSID request
+	optPad                           // 12 bytes of padding (RFC 7830)
+	optUnknown                       // an option nobody knows
+	optBadVersion                    // a server cookie of another version
+)
+
+var optSets = []optSet{0, optCookie, optCookie | optServer | optNSID, optCookie | optStale | optPad | optUnknown,
+	optNSID | optPad, optCookie | optBadVersion}
 
 var variants = func() []variant {
 	var vs []variant
@@ -29,7 +49,12 @@ var variants = func() []variant {
 			}
 			for _, rd := range []bool{false, true} {
 				for _, mixed := range []bool{false, true} {
-					vs = append(vs, variant{edns, do, rd, mixed})
+					for _, o := range optSets {
+						if edns == 0 && o != 0 {
+							continue
+						}
+						vs = append(vs, variant{edns, do, rd, mixed, o})
+					}
 				}
 			}
 		}
@@ -37,7 +62,31 @@ var variants = func() []variant {
 	return vs
 }()
 
+// testSender is the sender of the queries of fast_test.go, and testNow
+// the time they arrive.
+var (
+	testAddr = netip.MustParseAddr("192.0.2.33")
+	testNow  = uint32(1_800_000_000)
+)
+
+func testSender(s *Server) sender {
+	return sender{addr: testAddr, now: testNow, edns: s.edns.Load()}
+}
+
+// testCookie is a client cookie and the server cookie s made for it at
+// testNow-age for testAddr.
+func testCookie(s *Server, age uint32) []byte {
+	var c [24]byte
+	s.edns.Load().cookie(&c, []byte("cookie!!"), testAddr, testNow-age)
+	return c[:]
+}
+
 func rawQuery(t testing.TB, id uint16, name string, qtype uint16, v variant) []byte {
+	return rawQueryFor(t, nil, id, name, qtype, v)
+}
+
+// rawQueryFor packs a query; s makes the server cookies of v.opts.
+func rawQueryFor(t testing.TB, s *Server, id uint16, name string, qtype uint16, v variant) []byte {
 	t.Helper()
 	m := new(dns.Msg)
 	if v.mixed {
@@ -48,6 +97,29 @@ func rawQuery(t testing.TB, id uint16, name string, qtype uint16, v variant) []b
 	m.RecursionDesired = v.rd
 	if v.edns != 0 {
 		m.SetEdns0(v.edns, v.do)
+		o := m.IsEdns0()
+		if v.opts&optNSID != 0 {
+			o.Option = append(o.Option, &dns.EDNS0_NSID{Code: dns.EDNS0NSID})
+		}
+		if v.opts&optCookie != 0 {
+			c := []byte("cookie!!")
+			switch {
+			case v.opts&optServer != 0:
+				c = testCookie(s, 600)
+			case v.opts&optStale != 0:
+				c = testCookie(s, 2400)
+			case v.opts&optBadVersion != 0:
+				c = testCookie(s, 600)
+				c[8] = 2
+			}
+			o.Option = append(o.Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: hex.EncodeToString(c)})
+		}
+		if v.opts&optPad != 0 {
+			o.Option = append(o.Option, &dns.EDNS0_PADDING{Padding: make([]byte, 12)})
+		}
+		if v.opts&optUnknown != 0 {
+			o.Option = append(o.Option, &dns.EDNS0_LOCAL{Code: 65001, Data: []byte{1, 2, 3}})
+		}
 	}
 	b, err := m.Pack()
 	if err != nil {
@@ -57,31 +129,56 @@ func rawQuery(t testing.TB, id uint16, name string, qtype uint16, v variant) []b
 }
 
 // checkSame answers pkt on both paths and fails if the fast path answered
-// with other bytes than the full path. It reports whether the fast path
-// answered.
+// with other bytes than the full path, or if they disagree on the cookie's
+// validity. It reports whether the fast path answered.
 func checkSame(t *testing.T, s *Server, ix *index, pkt []byte) bool {
 	t.Helper()
 	var sc scratch
-	fast := ix.fast.reply(pkt, make([]byte, 0, 4096), &sc)
-	slow := s.handleRaw(ix, pkt, make([]byte, 0, 4096), nil)
+	fc, sl := testSender(s), testSender(s)
+	fast := ix.fast.replyTo(pkt, make([]byte, 0, 4096), &sc, &fc)
+	slow := s.handleRawFrom(ix, pkt, make([]byte, 0, 4096), (*fixedPeer)(&netip.AddrPort{}), &sl)
 	if fast == nil {
 		return false
 	}
-	if !bytes.Equal(fast, slow) {
+	if !bytes.Equal(fast, slow) || fc.cookieOK != sl.cookieOK {
 		var fm, sm dns.Msg
 		_ = fm.Unpack(fast)
 		_ = sm.Unpack(slow)
-		t.Errorf("fast path differs from full path for %x\nfast:\n%v\nfull:\n%v", pkt, &fm, &sm)
+		t.Errorf("fast path differs from full path for %x (cookie valid: fast %v, full %v)\nfast:\n%v\nfull:\n%v",
+			pkt, fc.cookieOK, sl.cookieOK, &fm, &sm)
 	}
 	return true
+}
+
+// optionsFit says whether the precomputed EDNS reply e, with the options
+// v asks for, fits v's limit whole: then the fast path must answer it.
+func optionsFit(s *Server, e *fastEntry, v variant) bool {
+	extra := 0
+	if v.opts&optCookie != 0 {
+		extra += cookieOptLen
+	}
+	if v.opts&optNSID != 0 {
+		extra += len(s.edns.Load().nsid)
+	}
+	if extra == 0 {
+		return v.edns >= 1232 || len(e.edns) <= int(v.edns) && e.ednsComplete
+	}
+	return e.ednsComplete && len(e.edns)+extra <= min(max(int(v.edns), 512), 1232)
 }
 
 // TestFastPathSameBytes proves the fast path byte-identical to the full
 // path: for every precomputed question in every variant, and for random
 // names that exist, do not exist, or lie outside every zone.
 func TestFastPathSameBytes(t *testing.T) {
+	t.Run("without nsid", func(t *testing.T) { testFastPathSameBytes(t, testTOML) })
+	t.Run("with nsid", func(t *testing.T) {
+		testFastPathSameBytes(t, strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \"ns1.test signpost\"", 1))
+	})
+}
+
+func testFastPathSameBytes(t *testing.T, text string) {
 	s := New(Options{})
-	s.SetModel(testModel(t, testTOML))
+	s.SetModel(testModel(t, text))
 	if err := s.AddTXT("_acme-challenge.chat.example.com.", "token-one"); err != nil {
 		t.Fatal(err)
 	}
@@ -100,10 +197,10 @@ func TestFastPathSameBytes(t *testing.T) {
 		for _, v := range variants {
 			id++
 			total++
-			pkt := rawQuery(t, id, name, qtype, v)
+			pkt := rawQueryFor(t, s, id, name, qtype, v)
 			if checkSame(t, s, ix, pkt) {
 				fastCount++
-			} else if v.edns == 0 || v.edns >= 1232 {
+			} else if v.edns == 0 || optionsFit(s, ix.fast.table[key], v) {
 				t.Errorf("%s %s %+v took the full path; precomputed answers must not", name, dns.TypeToString[qtype], v)
 			}
 		}
@@ -123,7 +220,7 @@ func TestFastPathSameBytes(t *testing.T) {
 		v := variants[rng.IntN(len(variants))]
 		id++
 		total++
-		if checkSame(t, s, ix, rawQuery(t, id, name, qtypes[rng.IntN(len(qtypes))], v)) {
+		if checkSame(t, s, ix, rawQueryFor(t, s, id, name, qtypes[rng.IntN(len(qtypes))], v)) {
 			fastCount++
 			negFast++
 		}
@@ -142,9 +239,10 @@ func TestFastPathSameBytes(t *testing.T) {
 		{"_acme-challenge.chat.example.com.", dns.TypeA},      // NODATA at the ACME name
 		{"_acme-challenge.hs.chat.example.com.", dns.TypeTXT}, // NXDOMAIN
 	} {
-		for _, v := range []variant{{}, {edns: 1232}, {edns: 1232, do: true, rd: true, mixed: true}} {
+		for _, v := range []variant{{}, {edns: 1232}, {edns: 1232, do: true, rd: true, mixed: true},
+			{edns: 1232, opts: optCookie}, {edns: 1232, do: true, opts: optCookie | optServer | optNSID | optPad}} {
 			id++
-			if !checkSame(t, s, ix, rawQuery(t, id, q.name, q.qtype, v)) {
+			if !checkSame(t, s, ix, rawQueryFor(t, s, id, q.name, q.qtype, v)) {
 				t.Errorf("%s %s %+v took the full path", q.name, dns.TypeToString[q.qtype], v)
 			}
 		}
@@ -155,17 +253,64 @@ func TestFastPathSameBytes(t *testing.T) {
 	}
 }
 
+// TestFastPathCookieLengths sends COOKIE options of every length from 0 to
+// 44 bytes: lengths 8 and 16 to 40 are answered with a cookie, the others
+// are FORMERR, header only, as RFC 7873 §5.2.2 says and NSD does, and both
+// paths give the same bytes.
+func TestFastPathCookieLengths(t *testing.T) {
+	s := New(Options{})
+	s.SetModel(testModel(t, testTOML))
+	ix := s.ix.Load()
+	for n := 0; n <= 44; n++ {
+		m := new(dns.Msg)
+		m.SetQuestion("Chat.Example.com.", dns.TypeA)
+		m.Id, m.RecursionDesired = uint16(1000+n), true
+		m.SetEdns0(1232, true)
+		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: hex.EncodeToString(bytes.Repeat([]byte{7}, n))}}
+		pkt, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !checkSame(t, s, ix, pkt) {
+			t.Errorf("cookie of %d bytes took the full path", n)
+			continue
+		}
+		cl := testSender(s)
+		var sc scratch
+		var r dns.Msg
+		if err := r.Unpack(ix.fast.replyTo(pkt, nil, &sc, &cl)); err != nil {
+			t.Fatal(err)
+		}
+		if n == 8 || n >= 16 && n <= 40 {
+			if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || len(r.IsEdns0().Option) != 1 {
+				t.Errorf("cookie of %d bytes: got\n%v\nwant an answer with a cookie", n, &r)
+			}
+			continue
+		}
+		want := dns.Msg{MsgHdr: dns.MsgHdr{Id: m.Id, Response: true, RecursionDesired: true, Rcode: dns.RcodeFormatError}}
+		if r.String() != want.String() || len(r.Question)+len(r.Extra) != 0 {
+			t.Errorf("cookie of %d bytes: got\n%v\nwant\n%v", n, &r, &want)
+		}
+	}
+}
+
 // TestFastPathNoAlloc pins the fast path at zero allocations per query.
 func TestFastPathNoAlloc(t *testing.T) {
 	s := New(Options{})
-	s.SetModel(testModel(t, testTOML))
+	s.SetModel(testModel(t, strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \"ns1\"", 1)))
 	ix := s.ix.Load()
 	out := make([]byte, 0, 4096)
 	var sc scratch
 	from := &fixedPeer{}
-	for _, q := range benchMix(t) {
+	qs := benchMix(t)
+	for _, o := range []optSet{optCookie, optCookie | optServer, optCookie | optStale | optNSID | optPad} {
+		qs = append(qs, rawQueryFor(t, s, 7, "hs.chat.example.com.", dns.TypeA, variant{edns: 1232, do: true, opts: o}))
+		qs = append(qs, rawQueryFor(t, s, 7, "nope.chat.example.com.", dns.TypeA, variant{edns: 1232, do: true, opts: o}))
+	}
+	for _, q := range qs {
 		if allocs := testing.AllocsPerRun(100, func() {
-			if ix.fast.reply(q, out, &sc) == nil {
+			cl := testSender(s)
+			if ix.fast.replyTo(q, out, &sc, &cl) == nil {
 				t.Fatalf("query %x took the full path", q)
 			}
 		}); allocs != 0 {
@@ -222,6 +367,46 @@ func BenchmarkFastPath(b *testing.B) {
 		if ix.fast.reply(qs[i%len(qs)], out, &sc) == nil {
 			b.Fatal("full path")
 		}
+	}
+}
+
+// BenchmarkFastPathOptions is the fast path for what resolvers send: the
+// DO bit, a client cookie, a client cookie with a valid server cookie.
+func BenchmarkFastPathOptions(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		v    variant
+	}{
+		{"DO", variant{edns: 1232, do: true}},
+		{"ClientCookie", variant{edns: 1232, do: true, opts: optCookie}},
+		{"ServerCookie", variant{edns: 1232, do: true, opts: optCookie | optServer}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			s := New(Options{})
+			s.SetModel(testModel(b, testTOML))
+			ix := s.ix.Load()
+			var qs [][]byte
+			for _, q := range []struct {
+				name  string
+				qtype uint16
+			}{
+				{"_matrix-fed._tcp.chat.example.com.", dns.TypeSRV},
+				{"chat.example.com.", dns.TypeA},
+				{"nope.chat.example.com.", dns.TypeA},
+				{"hs.chat.example.com.", dns.TypeTXT},
+			} {
+				qs = append(qs, rawQueryFor(b, s, 1, q.name, q.qtype, c.v))
+			}
+			out := make([]byte, 0, 4096)
+			var sc scratch
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				cl := testSender(s)
+				if ix.fast.replyTo(qs[i%len(qs)], out, &sc, &cl) == nil {
+					b.Fatal("full path")
+				}
+			}
+		})
 	}
 }
 
@@ -283,4 +468,49 @@ func ExampleServer_AddTXT() {
 	// <nil>
 	// <nil>
 	// dnsserver: add TXT _acme-challenge.example.org.: outside every zone served
+}
+
+// TestOptionsSizeLimit asks every precomputed question with a cookie and
+// NSID at small UDP sizes: whichever path answers, the reply fits the
+// client's size and still carries both options, truncated (TC) or with
+// additional records left out as NSD would.
+func TestOptionsSizeLimit(t *testing.T) {
+	s := New(Options{})
+	s.SetModel(testModel(t, strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \""+strings.Repeat("n", 100)+"\"", 1)))
+	ix := s.ix.Load()
+	full, truncated := 0, 0
+	for key := range ix.fast.table {
+		name, _, err := dns.UnpackDomainName([]byte(key), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		qtype := binary.BigEndian.Uint16([]byte(key[len(key)-2:]))
+		for _, size := range []uint16{512, 600, 700, 800, 1232} {
+			pkt := rawQueryFor(t, s, 9, name, qtype, variant{edns: size, opts: optCookie | optServer | optNSID})
+			cl := testSender(s)
+			var sc scratch
+			out := ix.fast.replyTo(pkt, nil, &sc, &cl)
+			if out == nil {
+				full++
+				out = s.handleRawFrom(ix, pkt, nil, (*fixedPeer)(&netip.AddrPort{}), &cl)
+			}
+			var m dns.Msg
+			if err := m.Unpack(out); err != nil {
+				t.Fatalf("%s %s at %d: %v", name, dns.TypeToString[qtype], size, err)
+			}
+			if m.Truncated {
+				truncated++
+			}
+			if len(out) > max(int(size), 512) {
+				t.Errorf("%s %s at %d: reply of %d bytes", name, dns.TypeToString[qtype], size, len(out))
+			}
+			if o := m.IsEdns0(); o == nil || len(o.Option) != 2 || !cl.cookieOK {
+				t.Errorf("%s %s at %d: want NSID and a valid cookie in\n%v", name, dns.TypeToString[qtype], size, &m)
+			}
+		}
+	}
+	t.Logf("%d replies from the full path, %d truncated", full, truncated)
+	if truncated == 0 {
+		t.Errorf("no reply needed truncating: the test zone has no large answer")
+	}
 }

@@ -2,6 +2,7 @@ package dnsserver
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"slices"
 
 	"github.com/miekg/dns"
@@ -30,6 +31,14 @@ const (
 // and the bytes are the same whatever case the client sent, which is what
 // lets the fast path serve precomputed replies.
 func (ix *index) respond(req *dns.Msg, tcp bool, buf []byte) []byte {
+	return ix.respondTo(req, tcp, buf, nil)
+}
+
+// respondTo is respond for a query from cl (nil if unknown): the reply
+// carries our COOKIE and NSID options when the query asks for them
+// (cookie.go), as the fast path's does. It sets cl.cookieOK when the
+// query's server cookie is valid.
+func (ix *index) respondTo(req *dns.Msg, tcp bool, buf []byte, cl *sender) []byte {
 	if req.Response {
 		return nil // never answer an answer: that is how loops start
 	}
@@ -64,6 +73,30 @@ func (ix *index) respond(req *dns.Msg, tcp bool, buf []byte) []byte {
 		}
 		opt = o
 	}
+	var eq ednsReq
+	if opt != nil {
+		for _, o := range opt.Option {
+			switch o := o.(type) {
+			case *dns.EDNS0_NSID:
+				eq.nsid = true
+			case *dns.EDNS0_COOKIE:
+				// RFC 7873 §5.2.2; the fast path's parseOptions agrees.
+				c, err := hex.DecodeString(o.Cookie)
+				if err != nil || !cookieLenOK(len(c)) {
+					resp.Rcode = dns.RcodeFormatError
+					return packTo(resp, buf)
+				}
+				if eq.cookie == nil {
+					eq.cookie = c
+				}
+			}
+		}
+	}
+	// ours adds our options to the reply's OPT, after any EDE.
+	ours := func(o *dns.OPT) *dns.OPT {
+		o.Option = append(o.Option, cl.options(&eq)...)
+		return o
+	}
 	q := req.Question[0]
 	limit := minUDPSize
 	if tcp {
@@ -84,7 +117,7 @@ func (ix *index) respond(req *dns.Msg, tcp bool, buf []byte) []byte {
 	case opt != nil && opt.Version() != 0:
 		// RFC 6891 §6.1.3: BADVERS, with the highest version we know (0).
 		resp.Rcode = dns.RcodeBadVers
-		resp.Extra = []dns.RR{ropt}
+		resp.Extra = []dns.RR{ours(ropt)}
 		return packQuestion(resp, q.Name, buf)
 	case q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY:
 		// We only have class IN data. Like NSD: refused, with EDE 21, and
@@ -93,7 +126,7 @@ func (ix *index) respond(req *dns.Msg, tcp bool, buf []byte) []byte {
 		resp.Rcode = dns.RcodeRefused
 		if ropt != nil {
 			ropt.Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: edeNotSupported}}
-			resp.Extra = []dns.RR{ropt}
+			resp.Extra = []dns.RR{ours(ropt)}
 		}
 		if q.Qclass == dns.ClassCHAOS {
 			return packQuestion(resp, q.Name, buf)
@@ -104,12 +137,20 @@ func (ix *index) respond(req *dns.Msg, tcp bool, buf []byte) []byte {
 		// Zone transfers are not offered (yet).
 		resp.Rcode = dns.RcodeRefused
 		if ropt != nil {
-			resp.Extra = []dns.RR{ropt}
+			resp.Extra = []dns.RR{ours(ropt)}
 		}
 		return packQuestion(resp, q.Name, buf)
 	}
 	a := answer{anyClass: q.Qclass == dns.ClassANY}
 	ix.resolve(&a, resp.Question[0].Name, q.Qtype)
+	if cl != nil {
+		for _, e := range a.entries {
+			if e.sec == secAnswer && e.owner != e.set.name { // only wildcard synthesis renames
+				cl.wildcard = e.set.name
+				break
+			}
+		}
+	}
 	resp.Authoritative = a.aa && !a.anyClass
 	resp.Rcode = a.rcode
 	if a.refused && ropt != nil {
@@ -117,6 +158,9 @@ func (ix *index) respond(req *dns.Msg, tcp bool, buf []byte) []byte {
 	}
 	if a.tooLong && ropt != nil {
 		ropt.Option = []dns.EDNS0{&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeOther, ExtraText: "DNAME expansion became too large"}}
+	}
+	if ropt != nil {
+		ours(ropt)
 	}
 	encode(resp, &a, ropt, limit)
 	return packQuestion(resp, q.Name, buf)

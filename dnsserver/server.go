@@ -23,6 +23,7 @@ package dnsserver
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -100,6 +101,12 @@ type Server struct {
 	zstate  map[string]zoneState // by origin: every zone served since New
 	notify  *notifier
 
+	// EDNS options and rate limiting (cookie.go, rrl.go): the current
+	// model's settings, and state that outlives reloads.
+	edns         atomic.Pointer[ednsConf]
+	randomSecret [16]byte // the cookie secret when the model sets none
+	rrl          *rrl
+
 	mu      sync.Mutex
 	closed  bool
 	conns   []net.PacketConn
@@ -144,6 +151,9 @@ func New(o Options) *Server {
 	s := &Server{opts: o, logger: o.Logger, txt: map[string][]string{}, upd: map[string]*updSet{}, zstate: map[string]zoneState{}}
 	s.notify = newNotifier(o, o.Logger)
 	s.ix.Store(buildIndex(nil, nil, nil, nil))
+	_, _ = rand.Read(s.randomSecret[:]) // never fails (crypto/rand)
+	s.edns.Store(newEDNSConf(&config.DNS{}, s.randomSecret))
+	s.rrl = newRRL()
 	return s
 }
 
@@ -156,6 +166,8 @@ func (s *Server) SetModel(m *config.Model) {
 	s.buildMu.Lock()
 	defer s.buildMu.Unlock()
 	s.model = m
+	s.edns.Store(newEDNSConf(&m.DNS, s.randomSecret))
+	s.rrl.configure(m.DNS.RRL)
 	s.keepAllowedUpdates()
 	s.rebuild()
 }
@@ -277,9 +289,19 @@ func (s *Server) logPanic(req *dns.Msg, v any) {
 }
 
 // handleRaw answers one UDP packet on the full path: parse with miekg/dns,
-// resolve, pack. from says who sent it (nil if unknown). It returns nil to
-// drop the packet.
+// resolve, pack. from says who sent it (nil if unknown: no COOKIE or NSID
+// in the reply). It returns nil to drop the packet.
 func (s *Server) handleRaw(ix *index, pkt, buf []byte, from peer) []byte {
+	if from == nil {
+		return s.handleRawFrom(ix, pkt, buf, nil, nil)
+	}
+	cl := newSender(from.addrPort(), time.Now(), s.edns.Load())
+	return s.handleRawFrom(ix, pkt, buf, from, &cl)
+}
+
+// handleRawFrom is handleRaw with the sender described for cookies; cl is
+// nil when from is.
+func (s *Server) handleRawFrom(ix *index, pkt, buf []byte, from peer, cl *sender) []byte {
 	if len(pkt) < 12 || pkt[2]&0x80 != 0 {
 		return nil // too short to answer, or a response: drop
 	}
@@ -291,7 +313,7 @@ func (s *Server) handleRaw(ix *index, pkt, buf []byte, from peer) []byte {
 		return formerr(pkt, buf)
 	}
 	if ix.plain(req) {
-		return ix.respond(req, false, buf)
+		return ix.respondTo(req, false, buf, cl)
 	}
 	return s.handleSpecialUDP(ix, *req, pkt, buf, from)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // udpReaderPortable answers one packet at a time through ReadFrom and
@@ -26,6 +27,7 @@ func (s *Server) udpReaderPortable(pc net.PacketConn) error {
 			return err
 		}
 		ix := s.ix.Load()
+		sc.now = time.Now()
 		reply := s.answerPacket(ix, in[:n], out[:0], &sc, netPeer{addr})
 		if reply == nil {
 			continue
@@ -37,18 +39,37 @@ func (s *Server) udpReaderPortable(pc net.PacketConn) error {
 }
 
 // answerPacket is the packet edge for one UDP query: fast path, else full
-// path, and a recover that turns a bug into SERVFAIL. from is only read on
-// the full path.
+// path, then rate limiting, and a recover that turns a bug into SERVFAIL.
+// It returns nil to send nothing. sc.now is the time the packet arrived
+// (time.Now if zero).
 func (s *Server) answerPacket(ix *index, pkt, buf []byte, sc *scratch, from peer) (out []byte) {
 	defer func() {
 		if v := recover(); v != nil {
 			out = s.recovered(v, pkt, buf[:0])
 		}
 	}()
-	if out = ix.fast.reply(pkt, buf[:0], sc); out != nil {
-		return out
+	now := sc.now
+	if now.IsZero() {
+		now = time.Now()
 	}
-	return s.handleRaw(ix, pkt, buf[:0], from)
+	var ap netip.AddrPort
+	if from != nil {
+		ap = from.addrPort()
+	}
+	cl := newSender(ap, now, s.edns.Load())
+	if out = ix.fast.replyTo(pkt, buf[:0], sc, &cl); out == nil {
+		out = s.handleRawFrom(ix, pkt, buf[:0], from, &cl)
+	}
+	if out == nil || cl.cookieOK {
+		return out // a valid server cookie proves the address: no limit
+	}
+	switch s.rrl.account(out, cl.addr, cl.wildcard, now) {
+	case rrlDrop:
+		return nil
+	case rrlSlip:
+		return slipReply(out)
+	}
+	return out
 }
 
 // netPeer is the sender as ReadFrom reports it.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -173,7 +174,8 @@ func (b *batch) run() error {
 		default:
 			return b.errno
 		}
-		ix := b.s.ix.Load() // one model per batch: a reload applies from the next batch
+		ix := b.s.ix.Load()   // one model per batch: a reload applies from the next batch
+		b.sc.now = time.Now() // one clock reading per batch, for cookies and RRL
 		m := 0
 		for i := range b.n {
 			h := &b.recv[i]
