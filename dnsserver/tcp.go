@@ -303,12 +303,12 @@ func (s *Server) tcpWait(d time.Duration) time.Duration {
 }
 
 // setWait records that c now waits (for a query, or for the rest of one,
-// by state) for at most d, and sets the read deadline. It returns false if
-// c was evicted meanwhile or the server is shutting down.
-func (c *tcpConn) setWait(state int32, d time.Duration) bool {
-	now := time.Now()
-	c.since.Store(now.UnixNano())
-	_ = c.nc.SetReadDeadline(now.Add(d))
+// by state) for at most d, and has since the Unix nanoseconds since, and
+// sets the read deadline. It returns false if c was evicted meanwhile or
+// the server is shutting down.
+func (c *tcpConn) setWait(state int32, d time.Duration, since int64) bool {
+	c.since.Store(since)
+	_ = c.nc.SetReadDeadline(time.Now().Add(d))
 	if !c.state.CompareAndSwap(connBusy, state) {
 		return false
 	}
@@ -386,6 +386,11 @@ func (c *tcpConn) serve() {
 					rb = b.in[:] // a large message is done; back to the small buffer
 				}
 			}
+			// The wait begins before the replies go out, so a client
+			// that has its answers sees its connection idle since
+			// before it could open another: eviction goes by the order
+			// clients see.
+			since := time.Now().UnixNano()
 			// No further whole message is buffered: send the batch.
 			if c.flush(); c.werr != nil {
 				return
@@ -393,11 +398,11 @@ func (c *tcpConn) serve() {
 			var ok bool
 			switch {
 			case r == w:
-				ok = c.setWait(connWaiting, s.tcpWait(s.opts.TCPIdleTimeout))
+				ok = c.setWait(connWaiting, s.tcpWait(s.opts.TCPIdleTimeout), since)
 			case answered > 0 || was == connWaiting:
 				// A new message has begun: it has TCPReadTimeout to
 				// arrive whole.
-				ok = c.setWait(connPartial, s.tcpWait(s.opts.TCPReadTimeout))
+				ok = c.setWait(connPartial, s.tcpWait(s.opts.TCPReadTimeout), since)
 			default:
 				// More of the same message: its deadline stands, so
 				// trickling a byte at a time buys nothing.

@@ -498,6 +498,31 @@ func udpAll(t testing.TB, addr string, n int) {
 	}
 }
 
+// settle waits until no connection of s is busy answering: a client has
+// its reply a moment before the server marks the connection waiting, and
+// only waiting connections are evicted.
+func settle(t testing.TB, s *Server) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		busy := 0
+		s.tcp.mu.Lock()
+		for _, c := range s.tcp.conns {
+			if c.state.Load() == connBusy {
+				busy++
+			}
+		}
+		s.tcp.mu.Unlock()
+		if busy == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still busy after 5 s", busy)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TestTCPPerSourceCap: one source never holds more than
 // MaxTCPConnsPerSource connections; its newest connection takes the place
 // of its own connection idle longest, and another source's is untouched.
@@ -506,10 +531,12 @@ func TestTCPPerSourceCap(t *testing.T) {
 	c := lookupCases[0]
 	other := dialFrom(t, s.tcp, "127.0.0.3")
 	ask(t, other, c, 5*time.Second)
+	settle(t, s.Server)
 	var conns []net.Conn
 	for i := range 10 {
 		conn := dialFrom(t, s.tcp, "127.0.0.2")
 		ask(t, conn, c, 5*time.Second) // answered, so admitted
+		settle(t, s.Server)
 		conns = append(conns, conn)
 		all, fromSrc := s.Server.tcp.count(netip.MustParseAddr("127.0.0.2"))
 		if want := min(i+1, 3); fromSrc != want || all != want+1 {
@@ -532,7 +559,9 @@ func TestTCPEvictsLongestIdle(t *testing.T) {
 	c := lookupCases[0]
 	first, second := dialFrom(t, s.tcp, ""), dialFrom(t, s.tcp, "")
 	ask(t, first, c, 5*time.Second)
+	settle(t, s.Server)
 	ask(t, second, c, 5*time.Second)
+	settle(t, s.Server)
 	third := dialFrom(t, s.tcp, "")
 	ask(t, third, c, 5*time.Second)
 	expectClosed(t, first)
