@@ -648,3 +648,31 @@ func BenchmarkTCPPipelined(b *testing.B) {
 		}
 	}
 }
+
+// TestTCPMaxQueries: with MaxTCPQueries 3, three pipelined queries of five
+// are answered, exactly and in order, and the connection is closed.
+func TestTCPMaxQueries(t *testing.T) {
+	s := startServer(t, testModel(t, testTOML), Options{MaxTCPQueries: 3})
+	var stream []byte
+	var qs []*dns.Msg
+	for i := range 5 {
+		q := query(lookupCases[i])
+		q.Id = uint16(i + 1)
+		stream = frame(t, stream, q)
+		qs = append(qs, q)
+	}
+	conn := dialFrom(t, s.tcp, "")
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write(stream); err != nil {
+		t.Fatal(err)
+	}
+	dc := &dns.Conn{Conn: conn}
+	for i := range 3 {
+		r, err := dc.ReadMsg()
+		if err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		checkReply(t, qs[i], r, lookupCases[i])
+	}
+	expectClosed(t, conn)
+}
