@@ -2,10 +2,12 @@ package dnsserver
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -675,4 +677,119 @@ func TestTCPMaxQueries(t *testing.T) {
 		checkReply(t, qs[i], r, lookupCases[i])
 	}
 	expectClosed(t, conn)
+}
+
+// TestTCPShutdownFinishesTransfer: Shutdown stops accepting at once, lets
+// an AXFR that is being written finish, closes idle connections, and
+// returns when the transfer is done.
+func TestTCPShutdownFinishesTransfer(t *testing.T) {
+	var big strings.Builder
+	big.WriteString("\n[[zone]]\norigin = \"big.test\"\nrecords = [\n")
+	for i := range 3000 {
+		fmt.Fprintf(&big, "  \"r%04d 300 IN TXT \\\"%s\\\"\",\n", i, strings.Repeat("x", 200))
+	}
+	big.WriteString("]\n")
+	m := testModel(t, secondaryTOML(startNotifySink(t, 0).addr)+big.String())
+	s := New(Options{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	s.SetModel(m)
+	// Small socket buffers on both ends (accepted sockets inherit the
+	// listener's) keep the server writing the transfer until we read it.
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096) })
+	}}
+	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.ServeTCP(l) }()
+	addr := l.Addr().String()
+
+	idle := dialFrom(t, addr, "")
+	ask(t, idle, lookupCases[0], 5*time.Second)
+	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	raw, _ := signedQuery(t, axfrQuery("big.test."), xfrKey, dns.HmacSHA256, xfrSecret, 0)
+	dc := &dns.Conn{Conn: conn}
+	if _, err := dc.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	first, err := readRaw(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Rcode != dns.RcodeSuccess || len(first.Answer) == 0 {
+		t.Fatalf("first transfer message: %v", first)
+	}
+
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- s.Shutdown(ctx)
+	}()
+	expectClosed(t, idle)
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("a new connection was accepted after Shutdown began")
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) before the transfer was read", err)
+	default:
+	}
+	// The rest of the transfer arrives, SOA last.
+	records := len(first.Answer)
+	for {
+		r, err := readRaw(dc)
+		if err != nil {
+			t.Fatalf("after %d records: %v", records, err)
+		}
+		records += len(r.Answer)
+		if r.Answer[len(r.Answer)-1].Header().Rrtype == dns.TypeSOA {
+			break
+		}
+	}
+	if want := 3000 + 4; records != want { // SOA, NS ×2, the records, SOA
+		t.Errorf("%d records transferred, want %d", records, want)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("ServeTCP: %v", err)
+	}
+}
+
+func TestSourceKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7":            "192.0.2.7",
+		"::ffff:192.0.2.7":     "192.0.2.7",
+		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::",
+		"2001:db8:1:2:ffff::1": "2001:db8:1:2::",
+		"2001:db8:1:3::1":      "2001:db8:1:3::",
+		"fe80::1%eth0":         "fe80::",
+	} {
+		if got := sourceKey(netip.MustParseAddr(in)); got != netip.MustParseAddr(want) {
+			t.Errorf("sourceKey(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// readRaw reads one message without checking its TSIG.
+func readRaw(dc *dns.Conn) (*dns.Msg, error) {
+	buf := make([]byte, dns.MaxMsgSize)
+	n, err := dc.Read(buf)
+	if err != nil {
+		return nil, err
+	}
+	m := new(dns.Msg)
+	return m, m.Unpack(buf[:n])
 }
