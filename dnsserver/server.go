@@ -66,10 +66,10 @@ type Options struct {
 	// listeners; 1024 if zero. A new connection never waits for a slot:
 	// when all are taken it takes the one of the connection that has
 	// waited longest for its next query (or for the rest of one), and is
-	// closed at once only if every connection is busy answering. Each
-	// connection costs about 20 KiB of buffers and a goroutine, so the
-	// default stays under 40 MiB on a small VPS; NSD keeps 100, Knot half
-	// the file descriptor limit.
+	// closed at once only if every connection is busy answering. An idle
+	// connection costs about 20 KiB, buffers and goroutine (measured with
+	// 600 open), so a full default table takes some 20 MiB of a small
+	// VPS; NSD keeps 100, Knot half the file descriptor limit.
 	MaxTCPConns int
 	// MaxTCPConnsPerSource bounds the TCP connections from one IPv4
 	// address or IPv6 /64; 32 if zero, no bound of its own if negative.
