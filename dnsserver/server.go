@@ -168,6 +168,7 @@ func New(o Options) *Server {
 		o.NotifyRetryDelay = time.Second
 	}
 	s := &Server{opts: o, logger: o.Logger, txt: map[string][]string{}, upd: map[string]*updSet{}, zstate: map[string]zoneState{}}
+	s.tcp.done = make(chan struct{})
 	s.notify = newNotifier(o, o.Logger)
 	s.ix.Store(buildIndex(nil, nil, nil, nil))
 	return s

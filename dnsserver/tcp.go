@@ -71,9 +71,9 @@ type tcpTable struct {
 	// closing is set by Shutdown: connections end after their current
 	// batch of replies.
 	closing atomic.Bool
-	open    atomic.Int32 // len(conns), for the busy check without the lock
-	done    chan struct{}
-	bufs    sync.Pool // *tcpBufs
+	done    chan struct{} // closed with closing, for the accept loop's pauses
+	open    atomic.Int32  // len(conns), for the busy check without the lock
+	bufs    sync.Pool     // *tcpBufs
 }
 
 // tcpBufs is the working memory of one connection, pooled.
@@ -132,7 +132,7 @@ func (s *Server) ServeTCP(l net.Listener) error {
 			s.logger.Warn("dnsserver: accept failed", "listener", l.Addr().String(), "err", err, "retry_seconds", delay.Seconds())
 			select {
 			case <-time.After(delay):
-			case <-s.tcp.doneChan():
+			case <-s.tcp.done:
 			}
 			continue
 		}
@@ -142,15 +142,6 @@ func (s *Server) ServeTCP(l net.Listener) error {
 			go c.serve()
 		}
 	}
-}
-
-func (t *tcpTable) doneChan() chan struct{} {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.done == nil {
-		t.done = make(chan struct{})
-	}
-	return t.done
 }
 
 // sourceKey is what the per-source cap counts: the IPv4 address, or the
@@ -199,7 +190,9 @@ func (t *tcpTable) admit(s *Server, nc net.Conn) *tcpConn {
 		}
 	}
 	if !ok {
-		s.logger.Debug("dnsserver: tcp connection turned away, every slot busy", "client", peer.String())
+		if !t.closing.Load() {
+			s.logger.Debug("dnsserver: tcp connection turned away: every connection it could replace is busy answering", "client", peer.String())
+		}
 		_ = nc.Close()
 		return nil
 	}
@@ -264,13 +257,7 @@ func (t *tcpTable) remove(c *tcpConn) {
 // connection, busy or not.
 func (t *tcpTable) shutdown(force bool) {
 	t.mu.Lock()
-	t.closing.Store(true)
-	if t.done == nil {
-		t.done = make(chan struct{})
-	}
-	select {
-	case <-t.done:
-	default:
+	if !t.closing.Swap(true) {
 		close(t.done)
 	}
 	var closeNow []net.Conn
