@@ -64,13 +64,13 @@ type Options struct {
 	TCPWriteTimeout time.Duration
 	// MaxTCPConns bounds the TCP connections open at once, over all
 	// listeners; 1024 if zero. A new connection never waits for a slot:
-	// when all are taken it takes the one of the connection that has
+	// when all are taken it takes the slot of the connection that has
 	// waited longest for its next query (or for the rest of one), and is
 	// closed at once only if every connection is in use: answering, or
-	// waiting for less than a tenth of a second. An idle
-	// connection costs about 20 KiB, buffers and goroutine (measured with
-	// 600 open), so a full default table takes some 20 MiB of a small
-	// VPS; NSD keeps 100, Knot half the file descriptor limit.
+	// waiting for less than a tenth of a second. An idle connection costs
+	// about 20 KiB, buffers and goroutine (measured with 600 open), so a
+	// full default table takes some 20 MiB of a small VPS; NSD keeps 100,
+	// Knot half the file descriptor limit.
 	MaxTCPConns int
 	// MaxTCPConnsPerSource bounds the TCP connections from one IPv4
 	// address or IPv6 /64; 32 if zero, no bound of its own if negative.
