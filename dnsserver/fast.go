@@ -37,8 +37,11 @@ type fastEntry struct {
 	plain []byte // the reply without EDNS (512-byte limit)
 	edns  []byte // the reply with our OPT (last, no options), DO clear, at the 1232-byte limit; nil: full path
 	// ednsComplete says edns lost nothing to the limit, so it is also the
-	// reply for any smaller limit it fits in.
+	// reply for any smaller limit it fits in, and the reply over TCP.
 	ednsComplete bool
+	// plainComplete says plain lost nothing to the limit: it is also the
+	// reply over TCP.
+	plainComplete bool
 }
 
 // fastZone is one zone's part of the fast path: its precomputed replies,
@@ -178,6 +181,7 @@ func (ix *index) precompute(name string, qtype uint16) *fastEntry {
 	req := new(dns.Msg)
 	req.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: dns.ClassINET}}
 	e := &fastEntry{plain: ix.respond(req, false, nil)}
+	e.plainComplete = bytes.Equal(e.plain, ix.respond(req, true, nil))
 	req.SetEdns0(udpSize, false)
 	e.edns = ix.respond(req, false, nil)
 	e.ednsComplete = bytes.Equal(e.edns, ix.respond(req, true, nil))
@@ -450,4 +454,26 @@ func (t *template) write(out, pkt []byte, qend, shift, rcode int, do bool, limit
 		out = cl.appendOptions(out, eq, base+t.rdlen)
 	}
 	return out
+}
+
+// completeTCP says whether out, the reply of reply to pkt, is also the
+// reply over TCP: nothing in it was cut or left out to fit a UDP limit.
+// Replies from templates are whole whenever write returned them.
+func (f *fastIndex) completeTCP(pkt, out []byte, sc *scratch) bool {
+	if out[2]&0x02 != 0 {
+		return false // TC
+	}
+	n := 12
+	for pkt[n] != 0 { // reply has checked every label
+		n += 1 + int(pkt[n])
+	}
+	e := f.table[string(sc.key[:n-12+1+2])] // reply left name and qtype there
+	switch {
+	case e == nil:
+		return true
+	case pkt[11] == 1:
+		return e.ednsComplete
+	default:
+		return e.plainComplete
+	}
 }

@@ -189,15 +189,3 @@ func (x *request) tsigFailed(t *dns.TSIG) {
 	}
 	_ = x.send(b)
 }
-
-// currentKeys is the TSIG provider of the TCP servers: the keys of the
-// model being served when a message arrives.
-type currentKeys struct{ s *Server }
-
-func (c currentKeys) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
-	return c.s.ix.Load().keys.Generate(msg, t)
-}
-
-func (c currentKeys) Verify(msg []byte, t *dns.TSIG) error {
-	return c.s.ix.Load().keys.Verify(msg, t)
-}
