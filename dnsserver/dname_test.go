@@ -71,7 +71,7 @@ func TestDNAME(t *testing.T) {
 	for _, name := range []string{"x.old.chat.example.com.", "a.b.old.chat.example.com.", "x.away.chat.example.com.", "x.self.chat.example.com.", tooLong} {
 		for _, typ := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeTXT, dns.TypeSRV} {
 			for _, v := range variants {
-				if checkSame(t, s.Server, ix, rawQuery(t, 1, name, typ, v)) {
+				if checkSame(t, s.Server, ix, rawQueryFor(t, s.Server, 1, name, typ, v)) {
 					t.Errorf("fast path answered %s %s, below a DNAME", name, dns.TypeToString[typ])
 				}
 			}

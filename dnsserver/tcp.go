@@ -362,6 +362,7 @@ func (c *tcpConn) serve() {
 			}
 			w += n
 			ix := s.ix.Load()
+			b.sc.now = time.Now() // one clock reading for the cookies of the batch
 			answered := 0
 			for w-r >= 2 {
 				l := int(binary.BigEndian.Uint16(rb[r:]))
@@ -479,15 +480,22 @@ func (s *Server) answerTCP(ix *index, pkt, buf []byte, sc *scratch, c *tcpConn) 
 			out = s.recovered(v, pkt, buf[:0])
 		}
 	}()
-	if out = ix.fast.reply(pkt, buf[:0], sc); out != nil && ix.fast.completeTCP(pkt, out, sc) {
+	now := sc.now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	// Cookies and NSID as over UDP; TCP proves the address, so no rate
+	// limiting.
+	cl := newSender(c.peer, now, s.edns.Load())
+	if out = ix.fast.replyTo(pkt, buf[:0], sc, &cl); out != nil && ix.fast.completeTCP(pkt, out, sc) {
 		return out
 	}
-	return s.fullTCP(ix, pkt, buf[:0], c)
+	return s.fullTCP(ix, pkt, buf[:0], c, &cl)
 }
 
 // fullTCP answers one TCP message on the full path: parse with miekg/dns,
 // resolve, pack; drops and FORMERR as handleRaw does over UDP.
-func (s *Server) fullTCP(ix *index, pkt, buf []byte, c *tcpConn) []byte {
+func (s *Server) fullTCP(ix *index, pkt, buf []byte, c *tcpConn, cl *sender) []byte {
 	if len(pkt) < 12 || pkt[2]&0x80 != 0 {
 		return nil // too short to answer, or a response: drop
 	}
@@ -499,7 +507,7 @@ func (s *Server) fullTCP(ix *index, pkt, buf []byte, c *tcpConn) []byte {
 		return formerr(pkt, buf)
 	}
 	if ix.plain(req) {
-		return ix.respond(req, true, buf)
+		return ix.respondTo(req, true, buf, cl)
 	}
 	x := &request{ix: ix, req: req, peer: c.peer, tcp: true, send: c.sendMsg}
 	if req.IsTsig() != nil {

@@ -217,26 +217,31 @@ func TestTCPFastPathSameBytes(t *testing.T) {
 	}
 	drop.WriteString("]\n")
 	s := New(Options{})
-	s.SetModel(testModel(t, testTOML+drop.String()))
+	// NSID and a fixed cookie secret: the options go into TCP replies too.
+	conf := strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \"ns-test\"\ncookie_secret = \"8f3cf0f4c1a2b3d4e5f60718293a4b5c\"", 1)
+	s.SetModel(testModel(t, conf+drop.String()))
 	if err := s.AddTXT("_acme-challenge.chat.example.com.", "token-one"); err != nil {
 		t.Fatal(err)
 	}
 	ix := s.ix.Load()
-	c := &tcpConn{s: s}
-	var sc scratch
+	// Queries come from testAddr at testNow, so that cookies compare.
+	c := &tcpConn{s: s, peer: netip.AddrPortFrom(testAddr, 5353)}
+	sc := scratch{now: time.Unix(int64(testNow), 0)}
 	// check compares answerTCP with the full path and says whether the
 	// precomputed reply was used.
 	check := func(pkt []byte) bool {
 		t.Helper()
 		got := s.answerTCP(ix, pkt, make([]byte, 0, 4096), &sc, c)
-		want := s.fullTCP(ix, pkt, make([]byte, 0, 4096), c)
+		cl := testSender(s)
+		want := s.fullTCP(ix, pkt, make([]byte, 0, 4096), c, &cl)
 		if !bytes.Equal(got, want) {
 			var gm, wm dns.Msg
 			_ = gm.Unpack(got)
 			_ = wm.Unpack(want)
 			t.Errorf("TCP answer differs from the full path for %x\ngot:\n%v\nfull:\n%v", pkt, &gm, &wm)
 		}
-		fast := ix.fast.reply(pkt, make([]byte, 0, 4096), &sc)
+		cl = testSender(s)
+		fast := ix.fast.replyTo(pkt, make([]byte, 0, 4096), &sc, &cl)
 		return fast != nil && ix.fast.completeTCP(pkt, fast, &sc)
 	}
 	id := uint16(1)
@@ -249,7 +254,7 @@ func TestTCPFastPathSameBytes(t *testing.T) {
 		qtype := binary.BigEndian.Uint16([]byte(key[len(key)-2:]))
 		for _, v := range variants {
 			id++
-			hit := check(rawQuery(t, id, name, qtype, v))
+			hit := check(rawQueryFor(t, s, id, name, qtype, v))
 			complete := e.plainComplete
 			if v.edns != 0 {
 				complete = e.ednsComplete
@@ -277,7 +282,7 @@ func TestTCPFastPathSameBytes(t *testing.T) {
 			name = labels[rng.IntN(len(labels))] + "." + name
 		}
 		id++
-		if check(rawQuery(t, id, name, qtypes[rng.IntN(len(qtypes))], variants[rng.IntN(len(variants))])) {
+		if check(rawQueryFor(t, s, id, name, qtypes[rng.IntN(len(qtypes))], variants[rng.IntN(len(variants))])) {
 			hits++
 		}
 	}
@@ -385,7 +390,10 @@ func TestTCPNoLockout(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			sink := startNotifySink(t, 0)
-			m := testModel(t, secondaryTOML(sink.addr))
+			// The UDP client below asks 1000 questions at once from
+			// 127.0.0.1, as no resolver would: exempt it from rate
+			// limiting, which stays on.
+			m := testModel(t, secondaryTOML(sink.addr)+"\n[dns.rrl]\nexempt = [\"127.0.0.1/32\"]\n")
 			// Long waits, so the held connections stay held while we
 			// look (the busy cut makes them 7.5 s).
 			s := startOnePort(t, m, Options{MaxTCPConns: tt.max, TCPReadTimeout: time.Minute, TCPIdleTimeout: time.Minute})
