@@ -132,7 +132,16 @@ func (e env) serve(ctx context.Context, args []string) int {
 			}
 		},
 	})
-	dnsSrv.SetModel(model) // from here on it may NOTIFY secondaries
+	// With dns.listen = [] the DNS server is made but never given a model
+	// or a socket: it serves nothing and NOTIFYs nobody. config has left
+	// dns-01 out of the challenges then, so acme needs no TXT store.
+	dnsOn := len(dnsLs) > 0
+	var txtStore acme.TXTStore
+	var dnsAddr string
+	if dnsOn {
+		dnsSrv.SetModel(model) // from here on it may NOTIFY secondaries
+		txtStore, dnsAddr = dnsSrv, b.DNS[0]
+	}
 	closers = append(closers, func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 		defer cancel()
@@ -141,8 +150,8 @@ func (e env) serve(ctx context.Context, args []string) int {
 	certs, err := acme.New(acme.Options{
 		Logger:    log.With("part", "acme"),
 		ACME:      model.ACME,
-		Store:     dnsSrv,
-		DNSAddr:   b.DNS[0],
+		Store:     txtStore,
+		DNSAddr:   dnsAddr,
 		PlainAddr: b.Plain,
 		TLSAddr:   b.HTTPS,
 	})
@@ -173,7 +182,11 @@ func (e env) serve(ctx context.Context, args []string) int {
 	start(func() error { return httpSrv.ServeTLS(tlsL) })
 	start(func() error { return httpSrv.ServePlain(plainL) })
 
-	log.Info("serving", "config", path, "dns", b.DNS, "https", b.HTTPS, "http", b.Plain,
+	dnsAt := any(b.DNS)
+	if !dnsOn {
+		dnsAt = "off"
+	}
+	log.Info("serving", "config", path, "dns", dnsAt, "https", b.HTTPS, "http", b.Plain,
 		"zones", len(model.Zones), "server_names", len(model.Delegations))
 	if e.ready != nil {
 		e.ready(b)
@@ -197,7 +210,9 @@ loop:
 				logRejected(log, path, err)
 			} else {
 				current.Store(next)
-				dnsSrv.SetModel(next)
+				if dnsOn {
+					dnsSrv.SetModel(next)
+				}
 				httpSrv.SetModel(next)
 				if err := certs.SetModel(ctx, next); err != nil {
 					log.Error("certificates", "err", err)
