@@ -84,7 +84,7 @@ func (e env) serve(ctx context.Context, args []string) int {
 	for _, addr := range model.DNS.Listen {
 		pcs, l, err := listenDNS(addr)
 		if err != nil {
-			log.Error("cannot listen", "err", err)
+			log.Error("cannot listen", "err", explainInUse("dns.listen", addr, err))
 			return exitFail
 		}
 		closers = append(closers, func() {
@@ -101,13 +101,13 @@ func (e env) serve(ctx context.Context, args []string) int {
 	httpLC := net.ListenConfig{KeepAlive: -1}
 	tlsL, err := httpLC.Listen(ctx, "tcp", model.HTTP.Listen)
 	if err != nil {
-		log.Error("cannot listen", "err", fmt.Errorf("https: %w", err))
+		log.Error("cannot listen", "err", fmt.Errorf("https: %w", explainInUse("http.listen", model.HTTP.Listen, err)))
 		return exitFail
 	}
 	closers = append(closers, func() { tlsL.Close() })
 	plainL, err := httpLC.Listen(ctx, "tcp", model.HTTP.PlainListen)
 	if err != nil {
-		log.Error("cannot listen", "err", fmt.Errorf("http: %w", err))
+		log.Error("cannot listen", "err", fmt.Errorf("http: %w", explainInUse("http.plain_listen", model.HTTP.PlainListen, err)))
 		return exitFail
 	}
 	closers = append(closers, func() { plainL.Close() })
@@ -259,7 +259,7 @@ func listenDNS(addr string) ([]net.PacketConn, net.Listener, error) {
 	for try := 0; ; try++ {
 		pcs, err := dnsserver.ListenUDP(addr, runtime.GOMAXPROCS(0))
 		if err != nil {
-			return nil, nil, fmt.Errorf("dns: listen udp %s: %w", addr, err)
+			return nil, nil, fmt.Errorf("dns: %w", err) // err names udp and addr
 		}
 		l, err := net.Listen("tcp", pcs[0].LocalAddr().String())
 		if err == nil {
