@@ -211,7 +211,8 @@ func (s *Server) SetModel(m *config.Model) {
 
 // ServePlain accepts connections on l and serves plain HTTP: ACME HTTP-01
 // through Options.WrapPlain, the documents (for a proxy in front), and a 301
-// to https for everything else. It blocks until Shutdown, then returns nil.
+// to https for every other GET or HEAD; a request that carries a body gets
+// 405 unread, as on HTTPS. It blocks until Shutdown, then returns nil.
 func (s *Server) ServePlain(l net.Listener) error {
 	err := s.plain.Serve(s.plainConns.listener(l, true))
 	if errors.Is(err, http.ErrServerClosed) {
