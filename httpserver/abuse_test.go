@@ -327,7 +327,7 @@ func logMemory(t *testing.T) {
 	}
 	t.Logf("memory: peak RSS %s (whole test process, clients included); heap in use %d MiB, from the OS %d MiB; %d goroutines",
 		hwm, ms.HeapInuse>>20, ms.Sys>>20, runtime.NumGoroutine())
-	if const256MiB := uint64(256 << 20); ms.HeapInuse > const256MiB {
+	if bound := uint64(256 << 20); ms.HeapInuse > bound {
 		t.Errorf("heap in use %d MiB, want under 256 MiB", ms.HeapInuse>>20)
 	}
 }
