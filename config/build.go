@@ -56,6 +56,7 @@ func build(ps *problems, f *file, o Options) *Model {
 	buildKeys(ps, f, m)
 	buildSecondaries(ps, f, m)
 	buildUpdates(ps, f, m)
+	checkDNSOff(ps, f, m)
 	// Derive even when there are errors already: the parts that are valid
 	// may still conflict, and the user should hear about everything at once.
 	deriveRecords(ps, m, zones, ttl)
@@ -72,7 +73,7 @@ func build(ps *problems, f *file, o Options) *Model {
 func buildDNS(ps *problems, f *file, m *Model) uint32 {
 	d := f.DNS
 	m.DNS.Listen = d.Listen
-	if len(m.DNS.Listen) == 0 {
+	if d.Listen == nil { // left out; dns.listen = [] turns DNS off
 		m.DNS.Listen = []string{defaultDNSListen}
 	}
 	for i, l := range d.Listen {

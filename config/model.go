@@ -53,6 +53,7 @@ type Model struct {
 // DNS is the [dns] table.
 type DNS struct {
 	// Listen lists host:port addresses; each is served over UDP and TCP.
+	// Empty (dns.listen = []) means no DNS server at all; see DNSOff.
 	Listen []string
 	// Nameservers are the zones' NS targets: fully qualified, lower case,
 	// with a trailing dot.

@@ -2,6 +2,7 @@ package httpserver
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -129,6 +130,71 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, secure bool) 
 	if resp.body != nil && r.Method != http.MethodHead {
 		w.Write(resp.body) // an error means the client left; nothing to do
 	}
+}
+
+// bodyless answers, before anything else sees them, requests that carry a
+// body: any method but GET, HEAD and OPTIONS, and on HTTP/1.x any request
+// that announces a body. Nothing here takes one, not even ACME HTTP-01,
+// which is a GET. The answer is 405, with CORS as on every document, and
+// the body is never read.
+//
+// On HTTP/1.x the answer is written on the hijacked connection, which is
+// then closed: net/http would read up to 256 KiB of unread body after the
+// handler to keep the connection open, even with "Connection: close" in
+// the answer, and a client trickling its body stretches that over the
+// whole read timeout while its connection counts as busy. On HTTP/2 the
+// stream is reset instead and the connection stays.
+type bodyless struct {
+	s    *Server
+	next http.Handler
+}
+
+// bodyLinger is how long a connection answered by bodyless stays open after
+// the answer, for the client to read it: closing a socket with unread input
+// sends a reset, which can destroy the answer in flight. net/http waits
+// 500 ms for the same reason.
+const bodyLinger = 500 * time.Millisecond
+
+func (b bodyless) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		if r.ContentLength == 0 || r.ProtoMajor != 1 {
+			b.next.ServeHTTP(w, r)
+			return
+		}
+	}
+	now := time.Now()
+	resp := bodyNotAllowed
+	if b.s.log.Enabled(r.Context(), slog.LevelDebug) {
+		logRequest(b.s.log, r.RemoteAddr, r.Proto, r.Method, r.Host, r.URL.Path, resp.status, len(resp.body), now)
+	}
+	if r.ProtoMajor == 1 {
+		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			out := append([]byte(nil), resp.h1...)
+			out = append(out, "Date: "...)
+			out = b.s.date.append(out, now)
+			out = append(out, "\r\nConnection: close\r\n\r\n"...)
+			out = append(out, resp.body...)
+			c.SetDeadline(now.Add(bodyLinger))
+			if _, err := c.Write(out); err == nil {
+				if cw, ok := c.(interface{ CloseWrite() error }); ok {
+					cw.CloseWrite()
+				}
+				// Until the client closes or the linger is over; what
+				// arrives meanwhile is dropped unread.
+				io.Copy(io.Discard, c)
+			}
+			c.Close()
+			return
+		}
+	}
+	h := w.Header()
+	for i := range resp.header {
+		f := &resp.header[i]
+		h[f.key] = f.value
+	}
+	w.WriteHeader(resp.status)
+	w.Write(resp.body) // an error means the client left
 }
 
 // accessLog logs every request net/http serves at debug level, and costs

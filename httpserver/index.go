@@ -141,6 +141,9 @@ var (
 	wellKnownMethodNotAllowed = newResponse(http.StatusMethodNotAllowed,
 		`{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}`, true,
 		newField("Allow", "GET, HEAD, OPTIONS"))
+	// bodyNotAllowed answers every request with a method that carries a
+	// body, on any path (see bodyless).
+	bodyNotAllowed       = wellKnownMethodNotAllowed
 	rootMethodNotAllowed = newResponse(http.StatusMethodNotAllowed,
 		`{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}`, false,
 		newField("Allow", "GET, HEAD"))

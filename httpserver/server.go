@@ -26,14 +26,17 @@ import (
 
 // Defaults for the zero values of Options. They are sized for documents of a
 // few hundred bytes: a client that needs more than ReadHeaderTimeout to send
-// its headers is slow or hostile, not busy.
+// its headers is slow or hostile, not busy. A whole request, from its first
+// byte to the last byte of the answer, takes at most ReadHeaderTimeout plus
+// WriteTimeout; no request body is ever read.
 const (
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultReadTimeout       = 20 * time.Second
-	DefaultWriteTimeout      = 30 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
 	DefaultIdleTimeout       = 90 * time.Second
 	DefaultMaxHeaderBytes    = 16 << 10
 	DefaultMaxConns          = 2048
+	DefaultMaxConnsPerSource = 256
 )
 
 // Options configure a Server. Only TLSConfig is needed, and only by ServeTLS.
@@ -73,13 +76,20 @@ type Options struct {
 	// 431. DefaultMaxHeaderBytes if zero or negative. As in net/http, 4 KiB
 	// more are read before the limit applies.
 	MaxHeaderBytes int
-	// MaxConns bounds the open connections over all listeners of the
-	// Server. When the bound is reached, a new connection displaces the
-	// oldest one that is not in the middle of a request (still handshaking,
-	// still sending headers, or idle), so slow clients cannot lock normal
-	// ones out; if every connection is busy, the new one is closed.
+	// MaxConns is the connection budget of the HTTPS listeners, and
+	// separately of the plain ones, so that an attack on one cannot lock
+	// the other out. When a budget is full, a new connection displaces
+	// the one that has gone longest without progress (handshaking,
+	// sending its request, in a request or idle), so slow clients cannot
+	// lock normal ones out: a normal request is over in milliseconds.
 	// DefaultMaxConns if zero or negative.
 	MaxConns int
+	// MaxConnsPerSource bounds the connections from one source (an IPv4
+	// address or an IPv6 /64) within each budget; a new connection from a
+	// source at the cap displaces that source's stalest connection, never
+	// another source's. DefaultMaxConnsPerSource if zero or negative;
+	// never more than MaxConns.
+	MaxConnsPerSource int
 
 	noFast bool // tests: send every TLS connection to net/http
 }
@@ -93,11 +103,12 @@ type Options struct {
 type Server struct {
 	log   *slog.Logger
 	index atomic.Pointer[index]
-	conns *connLimiter
-	tls   *tls.Config
+	// tlsConns and plainConns are the connection budgets of the HTTPS and
+	// the plain listeners.
+	tlsConns, plainConns *connLimiter
+	tls                  *tls.Config
 	// https serves what the TLS fast path hands over (HTTP/2, unusual
-	// HTTP/1.1); plain serves the plain listener. Both share the
-	// connection bound.
+	// HTTP/1.1); plain serves the plain listener.
 	https            *http.Server
 	plain            *http.Server
 	handoff          *handoff
@@ -122,12 +133,13 @@ func New(o Options) *Server {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		log:       logger,
-		conns:     newConnLimiter(orDefault(o.MaxConns, DefaultMaxConns), logger),
-		handoff:   newHandoff(),
-		listeners: map[net.Listener]bool{},
-		done:      make(chan struct{}),
-		noFast:    o.noFast,
+		log:        logger,
+		tlsConns:   newConnLimiter(orDefault(o.MaxConns, DefaultMaxConns), orDefault(o.MaxConnsPerSource, DefaultMaxConnsPerSource), logger.With("listener", "https")),
+		plainConns: newConnLimiter(orDefault(o.MaxConns, DefaultMaxConns), orDefault(o.MaxConnsPerSource, DefaultMaxConnsPerSource), logger.With("listener", "http")),
+		handoff:    newHandoff(),
+		listeners:  map[net.Listener]bool{},
+		done:       make(chan struct{}),
+		noFast:     o.noFast,
 	}
 	s.bufs.New = func() any { b := make([]byte, 0, fastBufSize); return &b }
 	if o.TLSConfig != nil {
@@ -151,14 +163,14 @@ func (s *Server) httpServer(o Options, h http.Handler, h2 bool) *http.Server {
 	protos.SetHTTP1(true)
 	protos.SetHTTP2(h2)
 	return &http.Server{
-		Handler:           accessLog{s.log, h},
+		Handler:           bodyless{s, accessLog{s.log, h}},
 		Protocols:         &protos,
 		ReadHeaderTimeout: orDefault(o.ReadHeaderTimeout, DefaultReadHeaderTimeout),
 		ReadTimeout:       orDefault(o.ReadTimeout, DefaultReadTimeout),
 		WriteTimeout:      orDefault(o.WriteTimeout, DefaultWriteTimeout),
 		IdleTimeout:       orDefault(o.IdleTimeout, DefaultIdleTimeout),
 		MaxHeaderBytes:    orDefault(o.MaxHeaderBytes, DefaultMaxHeaderBytes),
-		ConnState:         s.conns.setState,
+		ConnState:         setState,
 		// Handshake failures and broken connections are routine on a public
 		// port; keep them out of the default log level.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -199,9 +211,10 @@ func (s *Server) SetModel(m *config.Model) {
 
 // ServePlain accepts connections on l and serves plain HTTP: ACME HTTP-01
 // through Options.WrapPlain, the documents (for a proxy in front), and a 301
-// to https for everything else. It blocks until Shutdown, then returns nil.
+// to https for every other GET or HEAD; a request that carries a body gets
+// 405 unread, as on HTTPS. It blocks until Shutdown, then returns nil.
 func (s *Server) ServePlain(l net.Listener) error {
-	err := s.plain.Serve(s.conns.listener(l, true))
+	err := s.plain.Serve(s.plainConns.listener(l, true))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -240,7 +253,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// sweep closes every connection the fast path holds idle; busy ones
 	// close themselves after their response.
 	s.accepting.Wait()
-	s.conns.closeQuiet()
+	s.tlsConns.closeQuiet()
 
 	errc := make(chan error, 2)
 	go func() { errc <- s.plain.Shutdown(ctx) }()
@@ -263,7 +276,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil {
 		s.https.Close()
 		s.plain.Close()
-		s.conns.closeAll()
+		s.tlsConns.closeAll()
+		s.plainConns.closeAll()
 		<-fast
 		return fmt.Errorf("httpserver: shutdown: %w", err)
 	}

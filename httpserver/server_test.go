@@ -157,8 +157,12 @@ func tlsExchanges() []exchange {
 			status: 302, want: hdr("Location", "https://www.example.com/", "Content-Length", "0")},
 		{name: "root HEAD", method: "HEAD", url: otherURL + "/",
 			status: 302, want: hdr("Location", "https://www.example.com/", "Content-Length", "0")},
+		// Methods that carry a body get one answer on every path; the body
+		// is never read.
 		{name: "root POST", method: "POST", url: chatURL + "/",
-			status: 405, want: merge(hdr("Allow", "GET, HEAD"), jsonHeaders(unrecognized)), body: unrecognized},
+			status: 405, want: merge(cors, hdr("Allow", "GET, HEAD, OPTIONS"), jsonHeaders(unrecognized)), body: unrecognized},
+		{name: "PATCH elsewhere", method: "PATCH", url: chatURL + "/x",
+			status: 405, want: merge(cors, hdr("Allow", "GET, HEAD, OPTIONS"), jsonHeaders(unrecognized)), body: unrecognized},
 		{name: "other path", url: chatURL + "/index.html",
 			status: 404, want: jsonHeaders(notFoundBody), body: notFoundBody},
 		{name: "well-known directory", url: chatURL + "/.well-known/matrix/",
@@ -342,8 +346,10 @@ func TestPlain(t *testing.T) {
 			status: 301, want: hdr("Location", "https://chat.example.com:8443/", "Content-Length", "0")},
 		{name: "redirect keeps path and query", url: "http://CHAT.example.com./a/b?c=d&e",
 			status: 301, want: hdr("Location", "https://chat.example.com:8443/a/b?c=d&e", "Content-Length", "0")},
-		{name: "redirect POST", method: "POST", url: "http://other.example.org/x",
-			status: 301, want: hdr("Location", "https://other.example.org:8443/x", "Content-Length", "0")},
+		{name: "POST elsewhere", method: "POST", url: "http://other.example.org/x",
+			status: 405, want: merge(cors, hdr("Allow", "GET, HEAD, OPTIONS"), jsonHeaders(unrecognized)), body: unrecognized},
+		{name: "PUT to an ACME challenge path", method: "PUT", url: "http://chat.example.com/.well-known/acme-challenge/tok",
+			status: 405, want: merge(cors, hdr("Allow", "GET, HEAD, OPTIONS"), jsonHeaders(unrecognized)), body: unrecognized},
 		{name: "unknown host is not redirected", url: "http://unknown.example.net/",
 			status: 404, want: jsonHeaders(notFoundBody), body: notFoundBody},
 	} {
@@ -538,15 +544,20 @@ client      = "https://hs2.chat.example.com"
 }
 
 // TestSlowClients: hundreds of clients that connect and stall, in the TLS
-// handshake or in the middle of their headers, do not keep a normal request
-// from being answered, whether the connection bound is far or near.
+// handshake, in the middle of their headers or trickling a request body,
+// on both listeners, do not keep a normal request from being answered,
+// whether the connection budget is far or near. Bodies are never read:
+// the requests that send one are answered at once and their connections
+// closed, where net/http would have drained the body for an hour first. A
+// GET that announces a body is no exception.
 func TestSlowClients(t *testing.T) {
 	const slow = 300
 	for _, maxConns := range []int{0, 50} {
 		t.Run(fmt.Sprint("MaxConns=", maxConns), func(t *testing.T) {
 			// Timeouts far beyond the test's patience: if the slow clients
 			// held the server up, only the client timeout would end it.
-			ts := startServer(t, Options{MaxConns: maxConns, ReadHeaderTimeout: time.Hour, ReadTimeout: time.Hour, WriteTimeout: time.Hour},
+			ts := startServer(t, Options{MaxConns: maxConns, MaxConnsPerSource: 2 * slow,
+				ReadHeaderTimeout: time.Hour, ReadTimeout: time.Hour, WriteTimeout: time.Hour},
 				mustParse(t, twoTenants))
 			var stalled []net.Conn
 			defer func() {
@@ -554,47 +565,127 @@ func TestSlowClients(t *testing.T) {
 					c.Close()
 				}
 			}()
+			var bodies []slowBody
+			held := 0 // stalled connections a far budget must keep
 			for i := range slow {
-				c, err := net.Dial("tcp", ts.tlsAddr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				stalled = append(stalled, c)
-				if i%2 == 0 {
-					continue // stalls before the TLS handshake
-				}
-				tc := tls.Client(c, &tls.Config{ServerName: "chat.example.com", RootCAs: ts.pki.pool, NextProtos: []string{"http/1.1"}})
-				if err := tc.Handshake(); err != nil {
-					if maxConns == 0 {
+				for _, plain := range []bool{false, true} {
+					addr := ts.tlsAddr
+					if plain {
+						addr = ts.plainAddr
+					}
+					raw, err := net.Dial("tcp", addr)
+					if err != nil {
 						t.Fatal(err)
 					}
-					continue // displaced while handshaking: the bound at work
+					stalled = append(stalled, raw)
+					kind := i % 4
+					if kind == 0 && !plain {
+						held++
+						continue // stalls before the TLS handshake
+					}
+					c := raw
+					if !plain {
+						tc := tls.Client(raw, &tls.Config{ServerName: "chat.example.com", RootCAs: ts.pki.pool, NextProtos: []string{"http/1.1"}})
+						if err := tc.Handshake(); err != nil {
+							if maxConns == 0 {
+								t.Fatal(err)
+							}
+							continue // displaced while handshaking: the budget at work
+						}
+						c = tc
+					}
+					switch kind {
+					case 0, 1:
+						held++
+						io.WriteString(c, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.exa")
+					case 2:
+						io.WriteString(c, "POST /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\nContent-Length: 200000\r\n\r\n{")
+						bodies = append(bodies, slowBody{c, plain})
+					case 3:
+						io.WriteString(c, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\nContent-Length: 200000\r\n\r\n{")
+						bodies = append(bodies, slowBody{c, plain})
+					}
 				}
-				io.WriteString(tc, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.exa")
 			}
-			c := ts.client(t, ts.tlsAddr, false)
-			check(t, c, exchange{url: chatURL + "/.well-known/matrix/client",
-				status: 200, want: docHeaders(chatClient, 3600), body: chatClient})
+			for _, addr := range []string{ts.tlsAddr, ts.plainAddr} {
+				url := chatURL + "/.well-known/matrix/client"
+				if addr == ts.plainAddr {
+					url = "http://chat.example.com/.well-known/matrix/client"
+				}
+				check(t, ts.client(t, addr, false), exchange{url: url,
+					status: 200, want: docHeaders(chatClient, 3600), body: chatClient})
+			}
+			for _, b := range bodies {
+				b.check(t, maxConns == 0)
+			}
 			limit := maxConns
 			if limit == 0 {
 				limit = DefaultMaxConns
 			}
-			if n := ts.conns.count(); n > limit || (maxConns == 0 && n < slow) {
-				t.Errorf("open connections: %d, want at most %d and (without a near bound) all %d slow ones", n, limit, slow)
+			tlsHeld, plainHeld := ts.tlsConns.count(), ts.plainConns.count()
+			if tlsHeld > limit || plainHeld > limit || (maxConns == 0 && tlsHeld+plainHeld < held) {
+				t.Errorf("open connections: %d HTTPS and %d plain, want at most %d each and (with a far budget) all %d stalled ones in all",
+					tlsHeld, plainHeld, limit, held)
 			}
 		})
 	}
 }
 
+// slowBody is a connection that sent a request head announcing a 200,000
+// byte body, and one byte of it.
+type slowBody struct {
+	c     net.Conn
+	plain bool
+}
+
+// check reads the answer, a 405 that comes without the body being read and
+// closes the connection. Unless mustAnswer is set, a connection that the
+// budget displaced before its request was read passes.
+func (b slowBody) check(t *testing.T, mustAnswer bool) {
+	t.Helper()
+	b.c.SetReadDeadline(time.Now().Add(time.Minute))
+	br := bufio.NewReader(b.c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		if !mustAnswer {
+			return
+		}
+		t.Fatalf("slow body (plain %v): %v, want an answer before the body", b.plain, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("slow body (plain %v): reading the answer: %v", b.plain, err)
+	}
+	resp.Header.Del("Date")
+	if resp.StatusCode != 405 || string(body) != unrecognized {
+		t.Errorf("slow body (plain %v): got %d %q, want 405 %q", b.plain, resp.StatusCode, body, unrecognized)
+	}
+	if !resp.Close {
+		t.Errorf("slow body (plain %v): no Connection: close", b.plain)
+	}
+	if diff := headerDiff(resp.Header, merge(cors, hdr("Allow", "GET, HEAD, OPTIONS"), jsonHeaders(unrecognized))); diff != "" {
+		t.Errorf("slow body (plain %v): headers differ (- got, + want):\n%s", b.plain, diff)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("slow body (plain %v): after the answer read %v, want EOF", b.plain, err)
+	}
+}
+
 // TestConnBoundBusy: when every connection is in the middle of a request, a
-// new one is refused rather than queued.
+// new one displaces the one that has been in its request longest, rather
+// than being refused: a request stuck that long is a client stalling (in
+// its body, or in reading the answer), not a normal one.
 func TestConnBoundBusy(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{}, 2)
 	var once sync.Once
 	defer once.Do(func() { close(release) })
-	wrap := func(http.Handler) http.Handler {
+	wrap := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/block" {
+				next.ServeHTTP(w, r)
+				return
+			}
 			started <- struct{}{}
 			<-release
 		})
@@ -607,26 +698,106 @@ func TestConnBoundBusy(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: chat.example.com\r\n\r\n")
+		io.WriteString(c, "GET /block HTTP/1.1\r\nHost: chat.example.com\r\n\r\n")
 		busy = append(busy, c)
 		<-started
 	}
-	c, err := net.Dial("tcp", ts.plainAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	waitClosed(t, c)
-	if n := ts.conns.count(); n != 2 {
+	check(t, ts.client(t, ts.plainAddr, false), exchange{url: "http://chat.example.com/.well-known/matrix/server",
+		status: 200, want: docHeaders(chatServer, 86400), body: chatServer})
+	waitClosed(t, busy[0])
+	if n := ts.plainConns.count(); n != 2 {
 		t.Errorf("open connections: %d, want 2", n)
 	}
 	once.Do(func() { close(release) })
-	for _, b := range busy {
-		resp, err := http.ReadResponse(bufio.NewReader(b), nil)
-		if err != nil {
-			t.Fatalf("busy connection: %v", err)
+	resp, err := http.ReadResponse(bufio.NewReader(busy[1]), nil)
+	if err != nil {
+		t.Fatalf("busy connection that was not displaced: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("busy connection that was not displaced: status %d, want 200", resp.StatusCode)
+	}
+}
+
+// TestPerSourceCap: a source at its cap displaces its own stalest
+// connections, never another source's, on either listener.
+func TestPerSourceCap(t *testing.T) {
+	const limit, tries = 4, 10
+	ts := startServer(t, Options{MaxConnsPerSource: limit}, mustParse(t, twoTenants))
+	for _, plain := range []bool{false, true} {
+		addr, lim := ts.tlsAddr, ts.tlsConns
+		if plain {
+			addr, lim = ts.plainAddr, ts.plainConns
 		}
-		resp.Body.Close()
+		t.Run(map[bool]string{false: "https", true: "plain"}[plain], func(t *testing.T) {
+			var conns []net.Conn
+			for range tries {
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+				c, err := d.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if plain {
+					io.WriteString(c, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\n")
+				}
+				conns = append(conns, c)
+			}
+			// Another source is not held back; the accept queue is first in,
+			// first out, so this comes after all of the above.
+			url := chatURL + "/.well-known/matrix/server"
+			if plain {
+				url = "http://chat.example.com/.well-known/matrix/server"
+			}
+			check(t, ts.client(t, addr, false), exchange{url: url, status: 200, want: docHeaders(chatServer, 86400), body: chatServer})
+			if n := lim.sourceCount(net.IPv4(127, 0, 0, 2)); n != limit {
+				t.Errorf("127.0.0.2 holds %d connections, want %d", n, limit)
+			}
+			// The oldest were displaced; the newest still work.
+			for _, c := range conns[:tries-limit] {
+				waitClosed(t, c)
+			}
+			for _, c := range conns[tries-limit:] {
+				if plain {
+					io.WriteString(c, "Connection: close\r\n\r\n")
+				} else {
+					tc := tls.Client(c, &tls.Config{ServerName: "chat.example.com", RootCAs: ts.pki.pool, NextProtos: []string{"http/1.1"}})
+					if err := tc.Handshake(); err != nil {
+						t.Fatalf("newest connection: %v", err)
+					}
+					io.WriteString(tc, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\nConnection: close\r\n\r\n")
+					c = tc
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatalf("newest connection: %v", err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(body) != chatServer {
+					t.Errorf("newest connection: got %d %q, want 200 %q", resp.StatusCode, body, chatServer)
+				}
+			}
+		})
+	}
+}
+
+// TestSourceOf: IPv4 addresses count one by one, IPv6 ones by /64.
+func TestSourceOf(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{"192.0.2.1", "192.0.2.1", true},
+		{"192.0.2.1", "192.0.2.2", false},
+		{"::ffff:192.0.2.1", "192.0.2.1", true},
+		{"2001:db8::1", "2001:db8::ffff:1", true},
+		{"2001:db8::1", "2001:db8:0:1::1", false},
+	} {
+		a := sourceOf(&net.TCPAddr{IP: net.ParseIP(tc.a), Port: 1})
+		b := sourceOf(&net.TCPAddr{IP: net.ParseIP(tc.b), Port: 2})
+		if (a == b) != tc.same {
+			t.Errorf("%s and %s: keys %v and %v, want same %v", tc.a, tc.b, a, b, tc.same)
+		}
 	}
 }
 
@@ -919,7 +1090,7 @@ func TestShutdownTLS(t *testing.T) {
 		t.Errorf("keep-alive connection still open after Shutdown")
 	}
 	waitClosed(t, raw)
-	if n := s.conns.count(); n != 0 {
+	if n := s.tlsConns.count(); n != 0 {
 		t.Errorf("%d connections open after Shutdown", n)
 	}
 	// Serving after Shutdown returns at once.

@@ -112,7 +112,7 @@ func (s *Server) ServeTLS(l net.Listener) error {
 			s.https.Serve(s.handoff) // returns when Shutdown closes the handoff
 		}()
 	})
-	ll := s.conns.listener(l, false)
+	ll := s.tlsConns.listener(l, false)
 	var delay time.Duration
 	for {
 		c, err := ll.Accept()
@@ -242,8 +242,8 @@ func (s *Server) serveFast(tc *trackedConn, c *tls.Conn, sni string) {
 				}
 			}
 		}
-		tc.state.Store(int32(http.StateActive))
 		now = time.Now()
+		tc.setProgress(http.StateActive, now)
 
 		var q fastRequest
 		var resp *response
@@ -276,7 +276,7 @@ func (s *Server) serveFast(tc *trackedConn, c *tls.Conn, sni string) {
 			c.Close()
 			return
 		}
-		tc.state.Store(int32(http.StateIdle))
+		tc.setProgress(http.StateIdle, now)
 	}
 }
 

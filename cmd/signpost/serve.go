@@ -84,7 +84,7 @@ func (e env) serve(ctx context.Context, args []string) int {
 	for _, addr := range model.DNS.Listen {
 		pcs, l, err := listenDNS(addr)
 		if err != nil {
-			log.Error("cannot listen", "err", err)
+			log.Error("cannot listen", "err", explainInUse("dns.listen", addr, err))
 			return exitFail
 		}
 		closers = append(closers, func() {
@@ -101,13 +101,13 @@ func (e env) serve(ctx context.Context, args []string) int {
 	httpLC := net.ListenConfig{KeepAlive: -1}
 	tlsL, err := httpLC.Listen(ctx, "tcp", model.HTTP.Listen)
 	if err != nil {
-		log.Error("cannot listen", "err", fmt.Errorf("https: %w", err))
+		log.Error("cannot listen", "err", fmt.Errorf("https: %w", explainInUse("http.listen", model.HTTP.Listen, err)))
 		return exitFail
 	}
 	closers = append(closers, func() { tlsL.Close() })
 	plainL, err := httpLC.Listen(ctx, "tcp", model.HTTP.PlainListen)
 	if err != nil {
-		log.Error("cannot listen", "err", fmt.Errorf("http: %w", err))
+		log.Error("cannot listen", "err", fmt.Errorf("http: %w", explainInUse("http.plain_listen", model.HTTP.PlainListen, err)))
 		return exitFail
 	}
 	closers = append(closers, func() { plainL.Close() })
@@ -132,7 +132,16 @@ func (e env) serve(ctx context.Context, args []string) int {
 			}
 		},
 	})
-	dnsSrv.SetModel(model) // from here on it may NOTIFY secondaries
+	// With dns.listen = [] the DNS server is made but never given a model
+	// or a socket: it serves nothing and NOTIFYs nobody. config has left
+	// dns-01 out of the challenges then, so acme needs no TXT store.
+	dnsOn := len(dnsLs) > 0
+	var txtStore acme.TXTStore
+	var dnsAddr string
+	if dnsOn {
+		dnsSrv.SetModel(model) // from here on it may NOTIFY secondaries
+		txtStore, dnsAddr = dnsSrv, b.DNS[0]
+	}
 	closers = append(closers, func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 		defer cancel()
@@ -141,8 +150,8 @@ func (e env) serve(ctx context.Context, args []string) int {
 	certs, err := acme.New(acme.Options{
 		Logger:    log.With("part", "acme"),
 		ACME:      model.ACME,
-		Store:     dnsSrv,
-		DNSAddr:   b.DNS[0],
+		Store:     txtStore,
+		DNSAddr:   dnsAddr,
 		PlainAddr: b.Plain,
 		TLSAddr:   b.HTTPS,
 	})
@@ -173,7 +182,11 @@ func (e env) serve(ctx context.Context, args []string) int {
 	start(func() error { return httpSrv.ServeTLS(tlsL) })
 	start(func() error { return httpSrv.ServePlain(plainL) })
 
-	log.Info("serving", "config", path, "dns", b.DNS, "https", b.HTTPS, "http", b.Plain,
+	dnsAt := any(b.DNS)
+	if !dnsOn {
+		dnsAt = "off"
+	}
+	log.Info("serving", "config", path, "dns", dnsAt, "https", b.HTTPS, "http", b.Plain,
 		"zones", len(model.Zones), "server_names", len(model.Delegations))
 	if e.ready != nil {
 		e.ready(b)
@@ -197,7 +210,9 @@ loop:
 				logRejected(log, path, err)
 			} else {
 				current.Store(next)
-				dnsSrv.SetModel(next)
+				if dnsOn {
+					dnsSrv.SetModel(next)
+				}
 				httpSrv.SetModel(next)
 				if err := certs.SetModel(ctx, next); err != nil {
 					log.Error("certificates", "err", err)
@@ -244,7 +259,7 @@ func listenDNS(addr string) ([]net.PacketConn, net.Listener, error) {
 	for try := 0; ; try++ {
 		pcs, err := dnsserver.ListenUDP(addr, runtime.GOMAXPROCS(0))
 		if err != nil {
-			return nil, nil, fmt.Errorf("dns: listen udp %s: %w", addr, err)
+			return nil, nil, fmt.Errorf("dns: %w", err) // err names udp and addr
 		}
 		l, err := net.Listen("tcp", pcs[0].LocalAddr().String())
 		if err == nil {

@@ -54,7 +54,14 @@ func printModel(w io.Writer, m *config.Model) {
 	for _, p := range m.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", p)
 	}
-	fmt.Fprintf(w, "\nDNS on %s; HTTPS on %s; plain HTTP on %s\n", strings.Join(m.DNS.Listen, ", "), m.HTTP.Listen, m.HTTP.PlainListen)
+	dnsOn := "DNS on " + strings.Join(m.DNS.Listen, ", ")
+	if m.DNSOff() {
+		dnsOn = "DNS off (dns.listen = []): documents only"
+		if len(m.Zones) > 0 {
+			dnsOn += ", the zones below are not served"
+		}
+	}
+	fmt.Fprintf(w, "\n%s; HTTPS on %s; plain HTTP on %s\n", dnsOn, m.HTTP.Listen, m.HTTP.PlainListen)
 	if names := m.CertificateNames(); len(names) > 0 {
 		how := "from " + m.ACME.Directory + " (" + strings.Join(m.ACME.Challenges, ", ") + ")"
 		if m.ACME.Mode == config.ModeSelfSigned {
