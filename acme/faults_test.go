@@ -218,6 +218,35 @@ func TestFaultCorruptAccount(t *testing.T) {
 	checkKept(t, before, files(t, e.storage), map[string]string{filepath.ToSlash(rel): garbage})
 }
 
+// TestFaultCorruptLock: a lock file holding garbage (certmagic copes only
+// with empty ones) would fail every obtain of its name; it is moved aside.
+func TestFaultCorruptLock(t *testing.T) {
+	e := newEnv(t, pebbleOptions{})
+	const a, b = "chat.example.test", "team.example.test"
+	ch := []string{config.ChallengeTLSALPN01}
+	modA := e.model(site{serverNames: []string{a}, challenges: ch})
+	mark := e.logs.mark()
+	in := e.start(modA)
+	e.obtained(mark, a)
+	lock := filepath.Join(e.storage, "locks", "issue_cert_"+b+".lock")
+	garbage := "\x00\x00 not a lock"
+	if err := os.WriteFile(lock, []byte(garbage), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	modAB := e.model(site{serverNames: []string{a, b}, challenges: ch})
+	mark = e.logs.mark()
+	in.setModel(modAB)
+	moved := e.logs.wait(t, mark, "lock file does not parse; moved aside", "")
+	if moved.Level != slog.LevelError || moved.Attrs["path"] != lock {
+		t.Errorf("logged %+v; want error level and path %s", moved, lock)
+	}
+	e.healed(mark, time.Now(), modAB, b)
+	if data, err := os.ReadFile(moved.Attrs["moved_to"]); err != nil || string(data) != garbage {
+		t.Errorf("moved-aside lock: %q, %v; want the garbage kept", data, err)
+	}
+}
+
 // healed waits for name's certificate to be obtained and served after
 // since, requires that within healLimit of removed, and fetches the
 // document over HTTPS with a client that trusts only Pebble's root.

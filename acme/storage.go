@@ -79,8 +79,23 @@ func (s *gatedStorage) Store(ctx context.Context, key string, value []byte) erro
 
 // Lock creates a lock file, so it is a write. Unlock and Delete stay open
 // after close: they only remove what this Manager created.
+//
+// certmagic treats an empty lock file as stale but fails on one that holds
+// something other than its JSON, every time: such a file is moved aside
+// like any file that does not parse, and the lock taken again.
 func (s *gatedStorage) Lock(ctx context.Context, name string) error {
 	err := s.write(func() error { return s.Storage.Lock(ctx, name) })
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if err != nil && (errors.As(err, &syntax) || errors.As(err, &typ)) {
+		file := filepath.Join(s.files.Path, "locks", certmagic.StorageKeys.Safe(name)+".lock")
+		if data, rerr := os.ReadFile(file); rerr == nil {
+			if moved, qerr := s.quarantine(file, data); qerr == nil {
+				s.log.Error("lock file does not parse; moved aside", "path", file, "moved_to", moved[file], "error", err)
+				err = s.write(func() error { return s.Storage.Lock(ctx, name) })
+			}
+		}
+	}
 	return reportFault(ctx, "lock", err)
 }
 
