@@ -68,7 +68,8 @@ func TestFaultStorageUnderFile(t *testing.T) {
 // TestFaultReadOnlyStorage: the storage file system turns read-only while
 // signpost runs. The certificate it has keeps being served; a name added
 // by a reload cannot be stored and is retried until the file system is
-// writable again, then obtained at once on the next reload.
+// writable again, then obtained at once on the next reload, without
+// waiting out the back-off.
 func TestFaultReadOnlyStorage(t *testing.T) {
 	e := newEnv(t, pebbleOptions{})
 	mnt := mountTmpfs(t, "size=1m")
@@ -94,11 +95,22 @@ func TestFaultReadOnlyStorage(t *testing.T) {
 		t.Errorf("handshake for %s succeeded without a certificate", b)
 	}
 
+	// Wait out two more failures, so the next retry is 4 s away: the
+	// reload below must not wait for it.
+	second := e.logs.wait(t, e.logs.index(failed)+1, "no certificate yet; will retry", b)
+	third := e.logs.wait(t, e.logs.index(second)+1, "no certificate yet; will retry", b)
+	if third.Attrs["retry_in"] != "4" {
+		t.Fatalf("third failure %+v, want retry_in=4", third)
+	}
+
 	remount(t, mnt, "rw")
 	removed := time.Now()
 	mark = e.logs.mark()
 	in.setModel(modAB) // SIGHUP: retried now, not after the back-off
 	e.healed(mark, removed, modAB, b)
+	if got := e.logs.wait(t, mark, "certificate obtained", b); !got.Time.Before(third.Time.Add(4 * time.Second)) {
+		t.Errorf("obtained %s after the last failure, want before its 4 s back-off ended: the reload did not retry at once", got.Time.Sub(third.Time))
+	}
 	e.fetch(modAB, a, e.roots())
 	checkKept(t, before, files(t, e.storage), nil)
 }
