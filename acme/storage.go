@@ -252,9 +252,10 @@ func (s *gatedStorage) quarantine(file string, data []byte) (map[string]string, 
 		suffix := ".corrupt-" + s.now().UTC().Format("20060102T150405Z")
 		for _, from := range set(file) {
 			to := from + suffix
+			// Never over an earlier one moved aside in the same second.
 			for i := 2; ; i++ {
-				if _, err := os.Lstat(to); errors.Is(err, fs.ErrNotExist) {
-					break
+				if _, err := os.Lstat(to); err != nil {
+					break // free, or Rename says why not
 				}
 				to = fmt.Sprintf("%s%s-%d", from, suffix, i)
 			}
