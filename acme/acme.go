@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net"
@@ -113,7 +114,7 @@ type Manager struct {
 	mu      sync.Mutex // serialises SetModel and Stop
 	ctx     context.Context
 	cancel  context.CancelFunc
-	managed map[string]context.CancelFunc // mode "acme": name → stops its ManageAsync goroutines
+	managed map[string]*keeper // mode "acme": name → the goroutine that keeps its certificate
 	stopped bool
 	muted   atomic.Bool // set by Stop: certmagic's leftover goroutines log nothing more
 }
@@ -134,7 +135,7 @@ func New(o Options) (*Manager, error) {
 		mode:     o.ACME.Mode,
 		ctx:      ctx,
 		cancel:   cancel,
-		managed:  map[string]context.CancelFunc{},
+		managed:  map[string]*keeper{},
 	}
 	switch o.ACME.Mode {
 	case config.ModeSelfSigned:
@@ -203,7 +204,7 @@ func (m *Manager) setUpACME(o Options) error {
 	m.dnsAddr = []string{o.DNSAddr}
 	m.dnsWait = cmpOr(o.DNSWaitTimeout, 2*time.Minute)
 	m.alpn = useALPN
-	m.storage = &gatedStorage{Storage: &certmagic.FileStorage{Path: a.Storage}}
+	m.storage = newStorage(a.Storage, m.log)
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: m.configForCert,
 		Logger:           zl,
@@ -302,7 +303,10 @@ func cmpOr[T comparable](v, def T) T {
 // mod.CertificateNames(). New names are taken into management at once and in
 // the background: a certificate in storage is served immediately, a missing
 // or expiring one is obtained without blocking the caller, and failures are
-// logged and retried with backoff. Names no longer listed are dropped from
+// logged and retried with backoff: storage faults from 1 s doubling to 10
+// minutes and at once on the next SetModel (a SIGHUP), CA failures on
+// certmagic's schedule. A stored certificate, key or account that does not
+// parse is moved aside and replaced. Names no longer listed are dropped from
 // management (their files stay in storage). In mode "self-signed" each new
 // name gets its certificate before SetModel returns.
 //
@@ -336,7 +340,7 @@ func (m *Manager) SetModel(ctx context.Context, mod *config.Model) error {
 	var dropped []certmagic.SubjectIssuer
 	for _, name := range slices.Sorted(maps.Keys(m.managed)) {
 		if !wanted[name] {
-			m.managed[name]()
+			m.managed[name].cancel()
 			delete(m.managed, name)
 			dropped = append(dropped, certmagic.SubjectIssuer{Subject: name})
 			m.log.Info("certificate no longer managed", "name", name)
@@ -346,7 +350,8 @@ func (m *Manager) SetModel(ctx context.Context, mod *config.Model) error {
 		m.cache.RemoveManaged(dropped)
 	}
 	for _, name := range names {
-		if m.managed[name] != nil {
+		if k := m.managed[name]; k != nil {
+			k.poke() // a reload retries a name waiting out a storage fault now
 			continue
 		}
 		cfg, reason := m.configFor(mod, name)
@@ -354,16 +359,136 @@ func (m *Manager) SetModel(ctx context.Context, mod *config.Model) error {
 			m.log.Error("cannot obtain a certificate", "name", name, "error", reason)
 			continue
 		}
-		nctx, cancel := context.WithCancel(m.ctx)
-		if err := cfg.ManageAsync(nctx, []string{name}); err != nil {
-			cancel()
-			m.log.Error("cannot manage certificate", "name", name, "error", err)
-			continue
-		}
-		m.managed[name] = cancel
+		kctx, cancel := context.WithCancel(m.ctx)
+		k := &keeper{cancel: cancel, kick: make(chan struct{}, 1)}
+		m.managed[name] = k
 		m.log.Info("managing certificate", "name", name, "challenges", m.challengesFor(cfg))
+		go m.keep(kctx, cfg, name, k.kick)
 	}
 	return nil
+}
+
+// keeper is the goroutine that keeps one name's certificate in the cache.
+type keeper struct {
+	cancel context.CancelFunc // ends it
+	kick   chan struct{}      // wakes it from a back-off wait; capacity 1
+}
+
+func (k *keeper) poke() {
+	select {
+	case k.kick <- struct{}{}:
+	default: // already poked
+	}
+}
+
+// Back-off after a failed attempt to load or obtain a certificate: storage
+// faults are local and cheap to retry, so start at a second; double up to
+// ten minutes so a lasting fault logs a few lines an hour, not thousands.
+const (
+	retryFirst = time.Second
+	retryMax   = 10 * time.Minute
+)
+
+// keep loads name's certificate from storage into the cache, or obtains
+// it, and keeps trying until that succeeds: a failure is logged and
+// retried after a back-off, or at once when SetModel pokes it, never given
+// up. certmagic's ManageAsync, which this replaces, gives up for good on
+// any storage error but "not found". Once the certificate is cached,
+// certmagic's maintenance renews it and keep only waits.
+func (m *Manager) keep(ctx context.Context, cfg *certmagic.Config, name string, kick <-chan struct{}) {
+	delay := time.Duration(0)
+	for {
+		err := m.ensure(ctx, cfg, name)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			delay = 0
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+			}
+			continue
+		}
+		delay = min(max(2*delay, retryFirst), retryMax)
+		m.log.Error("no certificate yet; will retry", "name", name, "error", err, "retry_in", delay.Seconds())
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+		case <-kick:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// ensure makes one attempt to have a certificate for name in the cache:
+// it returns nil at once if one is there; else it loads the stored one,
+// renewing it first if it is due, or obtains a new one. A storage fault
+// ends the attempt and is what ensure returns.
+func (m *Manager) ensure(ctx context.Context, cfg *certmagic.Config, name string) error {
+	if m.cached(name) {
+		return nil
+	}
+	actx, fault := withFaultReport(ctx)
+	defer fault.cancel()
+	err := m.load(actx, cfg, name)
+	if err != nil && ctx.Err() == nil {
+		if f := fault.first(); f != nil {
+			return f // the cause; err is often only "context canceled"
+		}
+	}
+	return err
+}
+
+func (m *Manager) load(ctx context.Context, cfg *certmagic.Config, name string) error {
+	cert, err := cfg.CacheManagedCertificate(ctx, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Async: not interactive (the sync variant would prompt on stdin
+		// for an email address when none is configured), and retried by
+		// certmagic while the CA fails, at its pace, which respects the
+		// CA's limits; storage faults end it through the fault report.
+		if err := cfg.ObtainCertAsync(ctx, name); err != nil {
+			return err
+		}
+		_, err = cfg.CacheManagedCertificate(ctx, name)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if !cert.NeedsRenewal(cfg) {
+		return nil
+	}
+	// The stored certificate is served meanwhile; it is in the cache. A
+	// renewal that fails here is not retried by keep: certmagic's
+	// maintenance renews cached certificates on its own schedule.
+	if err := cfg.RenewCertAsync(ctx, name, false); err != nil {
+		if f := faultIn(ctx); f != nil {
+			m.log.Error("certificate renewal failed; serving the stored certificate, maintenance retries", "name", name, "error", f)
+			return nil
+		}
+		return err
+	}
+	renewed, err := cfg.CacheManagedCertificate(ctx, name)
+	if err != nil {
+		return err
+	}
+	if renewed.Hash() != cert.Hash() {
+		m.cache.Remove([]string{cert.Hash()})
+	}
+	return nil
+}
+
+// cached reports whether the cache holds a certificate for exactly name.
+func (m *Manager) cached(name string) bool {
+	for _, c := range m.cache.AllMatchingCertificates(name) {
+		if slices.Contains(c.Names, name) {
+			return true
+		}
+	}
+	return false
 }
 
 func sameSettings(a, b config.ACME) bool {

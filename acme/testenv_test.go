@@ -419,7 +419,7 @@ func (e *env) model(s site) *config.Model {
 	}
 	fmt.Fprintf(&b, "challenges = %s\n", tomlList(s.challenges))
 	fmt.Fprintf(&b, "names = %s\n", tomlList(s.extraNames))
-	fmt.Fprintf(&b, "[[zone]]\norigin = \"example.test\"\naddresses = [\"127.0.0.1\"]\n")
+	fmt.Fprintf(&b, "[[zone]]\norigin = \"example.test\"\naddresses = [\"127.0.0.1\"]\nrecords = [\"hs 300 IN A 127.0.0.1\"]\n")
 	for _, n := range s.serverNames {
 		fmt.Fprintf(&b, "[[delegation]]\nserver_name = %q\nserver = \"hs.example.test:443\"\nclient = \"https://hs.example.test\"\n", n)
 	}

@@ -60,6 +60,12 @@ func build(ps *problems, f *file, o Options) *Model {
 	// Derive even when there are errors already: the parts that are valid
 	// may still conflict, and the user should hear about everything at once.
 	deriveRecords(ps, m, zones, ttl)
+	if len(ps.errs) == 0 {
+		// These read whole zones: a record that failed to parse would
+		// show up again here as a missing address.
+		checkReach(ps, m, zones)
+	}
+	checkCatalogAbove(ps, m, zones)
 	if len(ps.errs) > 0 {
 		return m
 	}

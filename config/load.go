@@ -58,6 +58,7 @@ func Parse(path string, data []byte, o Options) (*Model, error) {
 		return nil, Errors(sorted(ps.errs))
 	}
 	m.Path = path
+	m.pos = ps.pos
 	m.Warnings = sorted(ps.warnings)
 	return m, nil
 }

@@ -48,6 +48,7 @@ type Model struct {
 	Warnings []*Problem
 
 	byServerName map[string]*Delegation
+	pos          *positions // where each key is written, for Problemf
 }
 
 // DNS is the [dns] table.

@@ -66,6 +66,11 @@ func (e env) serve(ctx context.Context, args []string) int {
 	for _, w := range model.Warnings {
 		log.Warn("config", "problem", w.String())
 	}
+	// Not fatal: DNS and the documents over plain HTTP do not need it, and
+	// certificates are retried until it is fixed, with no restart.
+	if p := storageProblem(model); p != nil {
+		log.Error("storage", "problem", p.String())
+	}
 
 	// Bind everything first: a port in use fails start-up before anything is
 	// served, and acme needs the bound HTTP addresses.

@@ -305,3 +305,19 @@ func TestServeBadConfig(t *testing.T) {
 		t.Errorf("stderr %q lacks %q", stderr.String(), want)
 	}
 }
+
+// TestServeStorageProblem: at start-up an unusable acme.storage is logged
+// at ERROR with the file, line and key and the fix, and serve still starts
+// and answers DNS: certificates are retried until the storage is fixed.
+func TestServeStorageProblem(t *testing.T) {
+	text := strings.Replace(loopback(readExample(t, "local.toml")), `mode = "self-signed"`,
+		"mode = \"acme\"\nstorage = \"testdata/not-a-directory/storage\"\nchallenges = [\"dns-01\"]", 1)
+	in := startServe(t, text, nil)
+	want := `level=ERROR msg=storage problem="` + in.config + `:18: acme.storage: \"testdata/not-a-directory/storage\" is under a regular file testdata/not-a-directory; remove testdata/not-a-directory or set acme.storage to a directory elsewhere"`
+	if log := in.stderr.String(); !strings.Contains(log, want) {
+		t.Errorf("log has no line\n%s\nlog:\n%s", want, log)
+	}
+	if r := in.query("udp", "chat.example.test.", dns.TypeA); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Errorf("A chat.example.test: %v", r)
+	}
+}

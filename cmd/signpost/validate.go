@@ -17,6 +17,11 @@ func (e env) validate(args []string) int {
 	if !ok {
 		return exitFail
 	}
+	if p := storageProblem(m); p != nil {
+		fmt.Fprintln(e.stderr, p)
+		fmt.Fprintf(e.stderr, "%s: the file is valid, but signpost could not store certificates on this machine\n", path)
+		return exitFail
+	}
 	printModel(e.stdout, m)
 	return exitOK
 }
