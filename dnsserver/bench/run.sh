@@ -77,8 +77,6 @@ cputicks() {
 	echo "$total"
 }
 hz=$(getconf CLK_TCK)
-# What turns signpost's response rate limiting off for the throughput rows.
-norrl=${NORRL-'rrl = { rate = 0 }'}
 
 declare -A port pid
 # start_servers LIMITED starts signpost, NSD and Knot; LIMITED=1 leaves each
@@ -94,8 +92,8 @@ start_servers() {
 
 	# signpost: bench.toml on this run's ports, self-signed (no CA).
 	{
-		sed -e "s|^listen = \\[\"127.0.0.1:5300\"\\]|listen = [\"127.0.0.1:${port[signpost]}\"]|" \
-			-e "/^\\[dns\\]/r /dev/stdin" "$here/bench.toml" <<<"$([ "$limited" = 1 ] || echo "$norrl")"
+		sed -e "s|^listen = \\[\"127.0.0.1:5300\"\\]|listen = [\"127.0.0.1:${port[signpost]}\"]|" "$here/bench.toml"
+		[ "$limited" = 1 ] || printf '\n[dns.rrl]\nrate = 0\n'
 		printf '\n[http]\nlisten = "127.0.0.1:%s"\nplain_listen = "127.0.0.1:%s"\n' "$(freeport)" "$(freeport)"
 		printf '\n[acme]\nmode = "self-signed"\nstorage = "%s"\n' "$dir/state"
 	} >"$dir/signpost.toml"
