@@ -3,6 +3,7 @@ package dnsserver
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"time"
 
 	"github.com/miekg/dns"
@@ -451,9 +452,22 @@ func (t *template) write(out, pkt []byte, qend, shift, rcode int, do bool, limit
 		out[base+t.doPos] |= 0x80
 	}
 	if t.rdlen >= 0 {
+		start := base + t.rdlen + 2 // the OPT's RDATA, which ends the reply
+		had := len(out) - start
 		out = cl.appendOptions(out, eq, base+t.rdlen)
+		if had > 0 && len(out)-start > had {
+			// Ours go before the template's EDE, as NSD orders them.
+			rotate(out[start:], had)
+		}
 	}
 	return out
+}
+
+// rotate moves b[k:] in front of b[:k], in place.
+func rotate(b []byte, k int) {
+	slices.Reverse(b[:k])
+	slices.Reverse(b[k:])
+	slices.Reverse(b)
 }
 
 // completeTCP says whether out, the reply of reply to pkt, is also the

@@ -2,65 +2,25 @@ package dnsserver
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/miekg/dns"
 	"github.com/signpost-dev/signpost/config"
 )
 
 // startNSD loads the zones of m, as `signpost zone` prints them, into NSD on
-// a loopback port and returns its address. It skips the test when nsd is
-// not installed (Debian package nsd).
+// a loopback port and returns its address, with RRL off: Debian's NSD
+// rate-limits by default, which drops the repeated answers a comparison
+// needs. It skips the test when nsd is not installed (Debian package nsd).
 func startNSD(t testing.TB, m *config.Model) string {
 	t.Helper()
-	nsd, err := exec.LookPath("nsd")
-	if err != nil {
-		t.Skip("nsd not installed (apt-get install nsd): skipping the comparison with NSD")
-	}
-	dir := t.TempDir()
-	port := freePort(t)
-	var conf strings.Builder
-	// RRL is off: Debian's NSD rate-limits by default, which drops the
-	// repeated answers this comparison needs.
-	conf.WriteString(nsdServerConf(dir, port, 1, "  rrl-ratelimit: 0\n"))
-	for i, z := range m.Zones {
-		var buf bytes.Buffer
-		if err := z.WriteMasterFile(&buf); err != nil {
-			t.Fatal(err)
-		}
-		file := fmt.Sprintf("zone%d.zone", i)
-		if err := os.WriteFile(filepath.Join(dir, file), buf.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&conf, "zone:\n  name: %q\n  zonefile: %q\n", z.Origin, file)
-	}
-	confPath := filepath.Join(dir, "nsd.conf")
-	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	runDaemon(t, nsd, "-d", "-c", confPath)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	// Wait until NSD answers the first zone's SOA.
-	cl := &dns.Client{Net: "udp", Timeout: 200 * time.Millisecond}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		q := new(dns.Msg)
-		q.SetQuestion(m.Zones[0].Origin, dns.TypeSOA)
-		if r, _, err := cl.Exchange(q, addr); err == nil && r.Rcode == dns.RcodeSuccess {
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nsd did not start answering on %s", addr)
-		}
-	}
+	return startNSDWith(t, m, "  rrl-ratelimit: 0\n")
 }
 
 // freePort returns a port that was free for both UDP and TCP on 127.0.0.1.
@@ -154,6 +114,13 @@ func TestInteropNSD(t *testing.T) {
 // says compression may differ.
 func compareNSD(t *testing.T, s *testServer, nsd string, qs []*dns.Msg) {
 	t.Helper()
+	compareNSDMasked(t, s, nsd, qs, nil)
+}
+
+// compareNSDMasked is compareNSD with every reply first passed through
+// mask (if not nil), which sets aside what may rightly differ.
+func compareNSDMasked(t *testing.T, s *testServer, nsd string, qs []*dns.Msg, mask func(who string, raw []byte) []byte) {
+	t.Helper()
 	for _, netw := range []string{"udp", "tcp"} {
 		for _, q := range qs {
 			raw, err := q.Pack()
@@ -166,6 +133,9 @@ func compareNSD(t *testing.T, s *testServer, nsd string, qs []*dns.Msg) {
 			} else {
 				one := func(int, *dns.Msg) bool { return true }
 				got, want = tcpExchange(t, s.tcp, "", raw, one)[0], tcpExchange(t, nsd, "", raw, one)[0]
+			}
+			if mask != nil {
+				got, want = mask("signpost", got), mask("nsd", want)
 			}
 			if bytes.Equal(got, want) {
 				continue
@@ -286,4 +256,51 @@ func TestInteropNSDDNAME(t *testing.T) {
 		}
 	}
 	compareNSD(t, s, nsd, qs)
+}
+
+// TestInteropNSDCookies sends every lookup case with a DNS cookie (a
+// client cookie alone, and with a stale server cookie) to NSD with
+// answer-cookie on and to signpost, both keyed with one cookie secret. RFC
+// 9018 server cookies are interoperable, so each server's cookie must
+// verify under that secret at the timestamp it carries; with the 16 bytes
+// of timestamp and hash set aside, the replies must be the same bytes.
+func TestInteropNSDCookies(t *testing.T) {
+	const secret = "8f3cf0f4c1a2b3d4e5f60718293a4b5c"
+	m := testModel(t, strings.Replace(testTOML, "[dns]", "[dns]\ncookie_secret = \""+secret+"\"", 1))
+	nsd := startNSDWith(t, m, "  rrl-ratelimit: 0\n  answer-cookie: yes\n  cookie-secret: \""+secret+"\"\n")
+	s := startServer(t, m, Options{UDPReaders: 1})
+	client := []byte("\x01\x02\x03\x04\x05\x06\x07\x08")
+	stale := append(slices.Clone(client), "\x01\x00\x00\x00\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09"...)
+	var qs []*dns.Msg
+	for _, in := range [][]byte{client, stale} {
+		for _, c := range lookupCases {
+			if c.EDNS == 0 {
+				c.EDNS = 1232
+			}
+			q := query(c)
+			q.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: fmt.Sprintf("%x", in)}}
+			qs = append(qs, q)
+		}
+	}
+	loopback := netip.MustParseAddr("127.0.0.1")
+	// mask checks the server cookie in reply r (raw) and zeroes its
+	// timestamp and hash.
+	mask := func(who string, raw []byte) []byte {
+		t.Helper()
+		i := bytes.Index(raw, append(slices.Clone(client), 1, 0, 0, 0))
+		if i < 0 || i+24 > len(raw) {
+			t.Errorf("%s: no server cookie in reply %x", who, raw)
+			return raw
+		}
+		got := raw[i : i+24]
+		var fresh [24]byte
+		ts := binary.BigEndian.Uint32(got[12:])
+		if !s.Server.edns.Load().cookie(&fresh, got, loopback, ts) {
+			t.Errorf("%s: server cookie %x does not verify under the shared secret", who, got)
+		}
+		out := slices.Clone(raw)
+		clear(out[i+12 : i+24])
+		return out
+	}
+	compareNSDMasked(t, s, nsd, qs, mask)
 }

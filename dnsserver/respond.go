@@ -73,28 +73,15 @@ func (ix *index) respondTo(req *dns.Msg, tcp bool, buf []byte, cl *sender) []byt
 		}
 		opt = o
 	}
-	var eq ednsReq
-	if opt != nil {
-		for _, o := range opt.Option {
-			switch o := o.(type) {
-			case *dns.EDNS0_NSID:
-				eq.nsid = true
-			case *dns.EDNS0_COOKIE:
-				// RFC 7873 §5.2.2; the fast path's parseOptions agrees.
-				c, err := hex.DecodeString(o.Cookie)
-				if err != nil || !cookieLenOK(len(c)) {
-					resp.Rcode = dns.RcodeFormatError
-					return packTo(resp, buf)
-				}
-				if eq.cookie == nil {
-					eq.cookie = c
-				}
-			}
-		}
+	eq, ok := optionsOf(opt)
+	if !ok {
+		resp.Rcode = dns.RcodeFormatError
+		return packTo(resp, buf)
 	}
-	// ours adds our options to the reply's OPT, after any EDE.
+	// ours adds our options to the reply's OPT, before any EDE, as NSD
+	// orders them.
 	ours := func(o *dns.OPT) *dns.OPT {
-		o.Option = append(o.Option, cl.options(&eq)...)
+		o.Option = append(cl.options(&eq), o.Option...)
 		return o
 	}
 	q := req.Question[0]
@@ -262,4 +249,29 @@ func headerOnly(id uint16, opcode int, rd bool, rcode int, buf []byte) []byte {
 	}
 	out[3] = byte(rcode & 0xF)
 	return out
+}
+
+// optionsOf reads what opt (nil if none) asks for beyond the OPT itself. It
+// returns false for a COOKIE option of a length RFC 7873 §5.2.2 does not
+// allow, which gets FORMERR; the fast path's parseOptions agrees.
+func optionsOf(opt *dns.OPT) (ednsReq, bool) {
+	var eq ednsReq
+	if opt == nil {
+		return eq, true
+	}
+	for _, o := range opt.Option {
+		switch o := o.(type) {
+		case *dns.EDNS0_NSID:
+			eq.nsid = true
+		case *dns.EDNS0_COOKIE:
+			c, err := hex.DecodeString(o.Cookie)
+			if err != nil || !cookieLenOK(len(c)) {
+				return eq, false
+			}
+			if eq.cookie == nil {
+				eq.cookie = c
+			}
+		}
+	}
+	return eq, true
 }

@@ -335,9 +335,9 @@ func TestRRLFloodNSD(t *testing.T) {
 	}
 }
 
-// startNSDWith is startNSD with rate limiting as extra (nsd.conf server:
-// lines) says.
-func startNSDWith(t *testing.T, m *config.Model, extra string) string {
+// startNSDWith is startNSD with extra (nsd.conf server: lines) for rate
+// limiting, cookies and the like.
+func startNSDWith(t testing.TB, m *config.Model, extra string) string {
 	t.Helper()
 	nsd, err := exec.LookPath("nsd")
 	if err != nil {

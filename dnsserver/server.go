@@ -290,13 +290,13 @@ func (s *Server) handleRawFrom(ix *index, pkt, buf []byte, from peer, cl *sender
 	if ix.plain(req) {
 		return ix.respondTo(req, false, buf, cl)
 	}
-	return s.handleSpecialUDP(ix, *req, pkt, buf, from)
+	return s.handleSpecialUDP(ix, *req, pkt, buf, from, cl)
 }
 
 // handleSpecialUDP takes the message by value so that the common path of
 // handleRaw keeps its dns.Msg on the stack.
-func (s *Server) handleSpecialUDP(ix *index, req dns.Msg, pkt, buf []byte, from peer) []byte {
-	x := &request{ix: ix, req: &req}
+func (s *Server) handleSpecialUDP(ix *index, req dns.Msg, pkt, buf []byte, from peer, cl *sender) []byte {
+	x := &request{ix: ix, req: &req, cl: escapes(cl)}
 	if from != nil {
 		x.peer = from.addrPort()
 	}
@@ -516,4 +516,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("dnsserver: shutdown: %w", err)
 	}
 	return nil
+}
+
+// escapes returns a copy of cl (nil if nil) for a request, which outlives
+// the call: cl itself then stays on the caller's stack, and the fast and
+// plain paths do not allocate.
+func escapes(cl *sender) *sender {
+	if cl == nil {
+		return nil
+	}
+	c := *cl
+	return &c
 }

@@ -25,6 +25,10 @@ type request struct {
 	tsigStatus error
 	send       func([]byte) error
 
+	// cl is the sender, for the COOKIE and NSID options of replies that
+	// carry an OPT; nil: none.
+	cl *sender
+
 	tsig   *dns.TSIG // req's TSIG once verified; replies are signed with its key
 	mac    string    // the MAC the next signed reply chains to
 	signed int       // replies signed so far
@@ -162,6 +166,11 @@ func slicesOPT(extra []dns.RR) []dns.RR {
 // reply sends m, signed when the request was: each further reply of a
 // transfer chains to the one before it (RFC 8945 §5.3.1).
 func (x *request) reply(m *dns.Msg) error {
+	if o := m.IsEdns0(); o != nil && x.cl != nil && x.signed == 0 {
+		if eq, ok := optionsOf(x.req.IsEdns0()); ok {
+			o.Option = append(x.cl.options(&eq), o.Option...)
+		}
+	}
 	var b []byte
 	var err error
 	if x.tsig != nil {

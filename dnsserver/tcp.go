@@ -509,7 +509,7 @@ func (s *Server) fullTCP(ix *index, pkt, buf []byte, c *tcpConn, cl *sender) []b
 	if ix.plain(req) {
 		return ix.respondTo(req, true, buf, cl)
 	}
-	x := &request{ix: ix, req: req, peer: c.peer, tcp: true, send: c.sendMsg}
+	x := &request{ix: ix, req: req, peer: c.peer, tcp: true, send: c.sendMsg, cl: escapes(cl)}
 	if req.IsTsig() != nil {
 		// Verification rewrites the header in place; the recover above
 		// still needs the query's ID.
