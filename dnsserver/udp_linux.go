@@ -125,7 +125,14 @@ func (b *batch) doRecv(fd uintptr) bool {
 		h.Flags = 0
 	}
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.recv[0])), batchSize, 0, 0, 0)
+		// A raw syscall, without telling the scheduler: the socket is
+		// non-blocking (Go opened it so), so the call returns at once.
+		// Announced syscalls cost more than the answering: the runtime's
+		// monitor then wakes every 20 µs to hand this P to another thread,
+		// which finds nothing to do and sleeps again. Measured with
+		// `signpost serve` and dnsperf: 2.5-2.9 µs of server CPU per query
+		// before, 2.1-2.5 after.
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.recv[0])), batchSize, 0, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
@@ -139,7 +146,9 @@ func (b *batch) doRecv(fd uintptr) bool {
 
 func (b *batch) doSend(fd uintptr) bool {
 	for b.nsend > 0 {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.send[b.sent])), uintptr(b.nsend), 0, 0, 0)
+		// Raw for the reason doRecv gives; a non-blocking UDP send
+		// returns EAGAIN rather than wait.
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.send[b.sent])), uintptr(b.nsend), 0, 0, 0)
 		switch {
 		case e == unix.EINTR:
 			continue
