@@ -43,7 +43,12 @@ func readGolden(t *testing.T, path string) *golden {
 	for _, line := range strings.SplitAfter(string(data), "\n") {
 		if name, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "-- "); ok && strings.HasSuffix(name, " --") {
 			cur = strings.TrimSuffix(name, " --")
-			g.order = append(g.order, cur)
+			// An empty section has no lines: note it here, or set would
+			// append it again and -update would write it twice.
+			if _, ok := g.sections[cur]; !ok {
+				g.order = append(g.order, cur)
+				g.sections[cur] = ""
+			}
 			continue
 		}
 		if cur == "" {
