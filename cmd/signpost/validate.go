@@ -17,12 +17,15 @@ func (e env) validate(args []string) int {
 	if !ok {
 		return exitFail
 	}
+	// A warning, not an error: the file is fine, and serve starts anyway
+	// (DNS and plain HTTP need no storage; certificates are retried until
+	// it is fixed). systemd runs validate before start and reload, so exit
+	// 1 here would stop a full or read-only disk from starting DNS at all.
+	var machine []string
 	if p := storageProblem(m); p != nil {
-		fmt.Fprintln(e.stderr, p)
-		fmt.Fprintf(e.stderr, "%s: the file is valid, but signpost could not store certificates on this machine\n", path)
-		return exitFail
+		machine = append(machine, p.String()+" (on this machine, not in the file: serve starts anyway and retries certificates until it is fixed)")
 	}
-	printModel(e.stdout, m)
+	printModel(e.stdout, m, machine...)
 	return exitOK
 }
 
@@ -53,10 +56,14 @@ func (e env) zone(args []string) int {
 }
 
 // printModel shows everything a model would serve: each zone as a master
-// file, then each server name's three documents exactly as served.
-func printModel(w io.Writer, m *config.Model) {
+// file, then each server name's three documents exactly as served. The
+// warnings are the model's, then extra ones found outside the file.
+func printModel(w io.Writer, m *config.Model, extra ...string) {
 	fmt.Fprintf(w, "%s: valid\n", m.Path)
 	for _, p := range m.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", p)
+	}
+	for _, p := range extra {
 		fmt.Fprintf(w, "warning: %s\n", p)
 	}
 	dnsOn := "DNS on " + strings.Join(m.DNS.Listen, ", ")
