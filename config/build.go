@@ -60,12 +60,16 @@ func build(ps *problems, f *file, o Options) *Model {
 	// Derive even when there are errors already: the parts that are valid
 	// may still conflict, and the user should hear about everything at once.
 	deriveRecords(ps, m, zones, ttl)
-	if len(ps.errs) == 0 {
+	// With DNS off no record is served, so nothing can hide behind a cut,
+	// miss an address or be shadowed by the catalog.
+	if len(ps.errs) == 0 && !m.DNSOff() {
 		// These read whole zones: a record that failed to parse would
 		// show up again here as a missing address.
 		checkReach(ps, m, zones)
 	}
-	checkCatalogAbove(ps, m, zones)
+	if !m.DNSOff() {
+		checkCatalogAbove(ps, m, zones)
+	}
 	if len(ps.errs) > 0 {
 		return m
 	}
@@ -115,7 +119,9 @@ func buildDNS(ps *problems, f *file, m *Model) uint32 {
 		seen[name] = true
 		m.DNS.Nameservers = append(m.DNS.Nameservers, fqdn(name))
 	}
-	if len(f.Zone) > 0 && len(d.Nameservers) == 0 {
+	// With DNS off (dns.listen = []) the zones only decide which names get
+	// certificates; nothing serves their NS records.
+	if len(f.Zone) > 0 && len(d.Nameservers) == 0 && len(m.DNS.Listen) > 0 {
 		ps.errorf("dns.nameservers", "missing; list the names the parent zone's NS records point at, e.g. nameservers = [\"ns1.%s\"]", strings.TrimSuffix(f.Zone[0].Origin, "."))
 	}
 	if d.Hostmaster != "" {
@@ -714,12 +720,15 @@ func (z *zoneBuild) finish(m *Model, o Options, nameservers []string) {
 	}
 	soa := &dns.SOA{
 		Hdr:     dns.RR_Header{Name: z.Origin, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: m.DNS.TTL},
-		Ns:      nameservers[0],
+		Ns:      z.Origin, // only with DNS off, when no nameservers are required
 		Mbox:    mbox,
 		Refresh: soaRefresh,
 		Retry:   soaRetry,
 		Expire:  soaExpire,
 		Minttl:  soaMinimum,
+	}
+	if len(nameservers) > 0 {
+		soa.Ns = nameservers[0]
 	}
 	h := sha256.New()
 	fmt.Fprintln(h, soa.String())

@@ -63,3 +63,49 @@ srv_fallback = false
 		})
 	}
 }
+
+// TestDNSOffZoneChecks: with DNS off no record is served, so a zone needs
+// no dns.nameservers, and the checks of what resolvers would see (an SRV
+// target with no address, a catalog above a zone) do not run.
+func TestDNSOffZoneChecks(t *testing.T) {
+	const text = `[dns]
+listen  = []
+catalog = "com"
+
+[[zone]]
+origin    = "example.com"
+addresses = ["203.0.113.10"]
+
+[[delegation]]
+server_name = "example.com"
+server      = "matrix.example.com:443"
+client      = "https://matrix.example.com"
+`
+	for _, tc := range []struct{ name, text, mname string }{
+		{"no nameservers", text, "example.com."},
+		// No catalog here: the SRV target check runs only on a file
+		// without errors, and this one has nameservers.
+		{"nameservers", strings.Replace(text, `catalog = "com"`, `nameservers = ["ns1.example.net"]`, 1), "ns1.example.net."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := parse(t, tc.text)
+			if err != nil {
+				t.Fatalf("got %v, want no errors", err)
+			}
+			var got []string
+			for _, p := range m.Warnings {
+				got = append(got, p.String())
+			}
+			var want []string
+			if strings.Contains(tc.text, "catalog") {
+				want = []string{`signpost.toml:3: dns.catalog: no secondary can transfer the catalog zone: dns.listen = [] turns signpost's DNS server off; remove dns.catalog, or list this host's addresses in dns.listen to turn DNS on`}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("warnings\n\t%s\nwant\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+			}
+			if len(m.Zones) != 1 || m.Zones[0].SOA.Ns != tc.mname {
+				t.Errorf("got zones %v, want example.com. with SOA MNAME %s", m.Zones, tc.mname)
+			}
+		})
+	}
+}
