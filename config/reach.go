@@ -76,10 +76,17 @@ func checkSRVTarget(ps *problems, zoneOf func(string) *zoneBuild, d *Delegation,
 			return
 		case h.Name == target && h.Rrtype == dns.TypeCNAME:
 			return // an alias: checkZone says what RFC 2782 thinks of it
+		case h.Rrtype == dns.TypeDNAME && h.Name != target && dns.IsSubDomain(h.Name, target):
+			return // an ancestor's DNAME rewrites the target elsewhere (RFC 6672)
 		case h.Name == target || dns.IsSubDomain(target, h.Name):
 			exists = true
-		case strings.HasPrefix(h.Name, "*.") && h.Name[2:] != target && dns.IsSubDomain(h.Name[2:], target) && (h.Rrtype == dns.TypeA || h.Rrtype == dns.TypeAAAA):
-			return // a wildcard may answer; RFC 4592's rules are the server's job
+		case strings.HasPrefix(h.Name, "*.") && h.Name[2:] != target && dns.IsSubDomain(h.Name[2:], target):
+			// A wildcard may answer; RFC 4592's rules are the server's job.
+			// An address or an alias answers; another type is NODATA.
+			if h.Rrtype == dns.TypeA || h.Rrtype == dns.TypeAAAA || h.Rrtype == dns.TypeCNAME {
+				return
+			}
+			exists = true
 		}
 	}
 	answer := "NXDOMAIN"
