@@ -30,7 +30,7 @@ func checkReach(ps *problems, m *Model, zones []*zoneBuild) {
 				continue
 			}
 			if len(z.Addresses) == 0 {
-				checkHandWrittenAddress(ps, z, d, key)
+				checkHandWrittenAddress(ps, m, z, d, key)
 			}
 		}
 		if !d.SRVFallback || d.srvTarget == "" {
@@ -106,7 +106,16 @@ func checkSRVTarget(ps *problems, zoneOf func(string) *zoneBuild, d *Delegation,
 // (Model.CertificateNames), so its HTTPS cannot work from here. The user
 // may mean it: the record may point at another web server that serves the
 // documents.
-func checkHandWrittenAddress(ps *problems, z *zoneBuild, d *Delegation, key string) {
+//
+// A server name in acme.names (or covered by a wildcard there) does get a
+// certificate, so it is left alone.
+func checkHandWrittenAddress(ps *problems, m *Model, z *zoneBuild, d *Delegation, key string) {
+	_, parent, _ := strings.Cut(d.ServerName, ".")
+	for _, n := range m.ACME.Names {
+		if n == d.ServerName || n == "*."+parent {
+			return
+		}
+	}
 	name := d.ServerName + "."
 	for _, s := range z.records {
 		h := s.rr.Header()

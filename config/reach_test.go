@@ -65,3 +65,45 @@ func TestReachProblems(t *testing.T) {
 		})
 	}
 }
+
+// TestHandWrittenAddressInNames: a server name whose address is written in
+// records gets no warning when acme.names asks for its certificate, by
+// name or by a wildcard one label up.
+func TestHandWrittenAddressInNames(t *testing.T) {
+	const text = `[dns]
+listen = ["127.0.0.1:8053"]
+nameservers = ["ns1.example.net"]
+
+[acme]
+mode = "self-signed"
+names = [%s]
+
+[[zone]]
+origin = "chat.example.com"
+records = ["@ 300 IN A 203.0.113.10", "hs 300 IN A 198.51.100.7"]
+
+[[delegation]]
+server_name = "chat.example.com"
+server = "hs.chat.example.com:443"
+client = "https://hs.chat.example.com"
+`
+	for _, tt := range []struct {
+		names    string
+		warnings int
+	}{
+		{`"chat.example.com"`, 0},
+		{`"*.example.com"`, 0},
+		{`"www.chat.example.com"`, 1},
+		{`"*.chat.example.com"`, 1},
+	} {
+		t.Run(tt.names, func(t *testing.T) {
+			m, err := parse(t, strings.Replace(text, "%s", tt.names, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(m.Warnings) != tt.warnings {
+				t.Errorf("got warnings %v, want %d", m.Warnings, tt.warnings)
+			}
+		})
+	}
+}
