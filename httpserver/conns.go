@@ -3,6 +3,7 @@ package httpserver
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -88,6 +89,18 @@ func (c *trackedConn) Close() error {
 	c.lim.unlink(c)
 	c.lim.mu.Unlock()
 	return c.Conn.Close()
+}
+
+// CloseWrite shuts the sending side of the connection when the connection
+// underneath can (TCP can), and otherwise returns errors.ErrUnsupported.
+// The answer to a request with a body uses it so the client sees EOF at
+// once, and does not wait out the linger for the unread body: embedding
+// net.Conn alone would hide the method from that type assertion.
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 type limitListener struct {

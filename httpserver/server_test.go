@@ -1145,3 +1145,38 @@ client      = "https://hs.chat.example.com"
 	check(t, pc, exchange{url: "http://unknown.example.net/x", status: 301,
 		want: hdr("Location", "https://unknown.example.net/x", "Content-Length", "0")})
 }
+
+// TestBodyAnswerEOF: after the 405 for a request with a body, the server
+// shuts its side at once, on the plain listener too, so the client sees EOF
+// well before bodyLinger (which only keeps the socket open to drain what
+// the client still sends), and a client that closes on EOF frees its place
+// in the budget at once rather than after the linger.
+func TestBodyAnswerEOF(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, twoTenants))
+	for _, plain := range []bool{true, false} {
+		var c net.Conn
+		var err error
+		if plain {
+			c, err = net.Dial("tcp", ts.plainAddr)
+		} else {
+			c, err = tls.Dial("tcp", ts.tlsAddr, &tls.Config{ServerName: "chat.example.com", RootCAs: ts.pki.pool, NextProtos: []string{"http/1.1"}})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "POST /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\nContent-Length: 200000\r\n\r\n{")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("plain %v: %v", plain, err)
+		}
+		io.ReadAll(resp.Body)
+		start := time.Now()
+		_, err = br.ReadByte()
+		if took := time.Since(start); err != io.EOF || took >= bodyLinger/2 {
+			t.Errorf("plain %v: after the 405 got %v in %v, want EOF in under %v", plain, err, took, bodyLinger/2)
+		}
+	}
+}
