@@ -230,9 +230,19 @@ func TestFaultCorruptAccount(t *testing.T) {
 	checkKept(t, before, files(t, e.storage), map[string]string{filepath.ToSlash(rel): garbage})
 }
 
-// TestFaultCorruptLock: a lock file holding garbage (certmagic copes only
-// with empty ones) would fail every obtain of its name; it is moved aside.
+// TestFaultCorruptLock: a lock file holding garbage, or JSON cut short
+// (certmagic copes only with empty ones), would fail every obtain of its
+// name; it is moved aside.
 func TestFaultCorruptLock(t *testing.T) {
+	for _, tc := range []struct{ name, content string }{
+		{"garbage", "\x00\x00 not a lock"},
+		{"truncated", `{"created":"2026-01-01T00:00:00Z","upd`},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testFaultCorruptLock(t, tc.content) })
+	}
+}
+
+func testFaultCorruptLock(t *testing.T, garbage string) {
 	e := newEnv(t, pebbleOptions{})
 	const a, b = "chat.example.test", "team.example.test"
 	ch := []string{config.ChallengeTLSALPN01}
@@ -241,7 +251,6 @@ func TestFaultCorruptLock(t *testing.T) {
 	in := e.start(modA)
 	e.obtained(mark, a)
 	lock := filepath.Join(e.storage, "locks", "issue_cert_"+b+".lock")
-	garbage := "\x00\x00 not a lock"
 	if err := os.WriteFile(lock, []byte(garbage), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -81,13 +82,14 @@ func (s *gatedStorage) Store(ctx context.Context, key string, value []byte) erro
 // after close: they only remove what this Manager created.
 //
 // certmagic treats an empty lock file as stale but fails on one that holds
-// something other than its JSON, every time: such a file is moved aside
-// like any file that does not parse, and the lock taken again.
+// something other than its JSON, every time: such a file, garbage or JSON
+// cut short (io.ErrUnexpectedEOF, as a crash or a full disk leaves it), is
+// moved aside like any file that does not parse, and the lock taken again.
 func (s *gatedStorage) Lock(ctx context.Context, name string) error {
 	err := s.write(func() error { return s.Storage.Lock(ctx, name) })
 	var syntax *json.SyntaxError
 	var typ *json.UnmarshalTypeError
-	if err != nil && (errors.As(err, &syntax) || errors.As(err, &typ)) {
+	if err != nil && (errors.As(err, &syntax) || errors.As(err, &typ) || errors.Is(err, io.ErrUnexpectedEOF)) {
 		file := filepath.Join(s.files.Path, "locks", certmagic.StorageKeys.Safe(name)+".lock")
 		if data, rerr := os.ReadFile(file); rerr == nil {
 			if moved, qerr := s.quarantine(file, data); qerr == nil {
