@@ -203,10 +203,13 @@ func checkFile(kind, key string, data []byte) error {
 	return fmt.Errorf("unknown kind of file %q at %s", kind, key)
 }
 
-// checkCertificates requires a PEM bundle of certificates that all parse
-// and nothing else but whitespace: a file cut short loses the end of its
-// last block, which crypto/tls would silently skip, serving a chain
-// without its intermediate.
+// checkCertificates requires a PEM bundle of certificates, the first (the
+// leaf) one that parses, and nothing else but whitespace: a file cut short
+// loses the end of its last block, which crypto/tls would silently skip,
+// serving a chain without its intermediate. The rest of the chain is only
+// checked for whole PEM blocks: crypto/tls and certmagic parse only the
+// leaf, and an intermediate Go rejects would otherwise be moved aside and
+// ordered again forever.
 func checkCertificates(data []byte) error {
 	n := 0
 	rest := data
@@ -219,8 +222,10 @@ func checkCertificates(data []byte) error {
 		if block.Type != "CERTIFICATE" {
 			return fmt.Errorf("PEM block %d is %q, want CERTIFICATE", n+1, block.Type)
 		}
-		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
-			return fmt.Errorf("certificate %d: %w", n+1, err)
+		if n == 0 {
+			if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+				return fmt.Errorf("certificate 1: %w", err)
+			}
 		}
 		n++
 	}
