@@ -281,6 +281,14 @@ type scratch struct {
 	now    time.Time // when the packets being answered arrived; zero: ask the clock
 }
 
+// clock returns when the packets being answered arrived.
+func (sc *scratch) clock() time.Time {
+	if sc.now.IsZero() {
+		return time.Now()
+	}
+	return sc.now
+}
+
 // reply answers pkt into out[:0] from precomputed data, or returns nil if
 // pkt needs the full path. It never allocates. The sender is unknown: the
 // reply has no COOKIE or NSID option; replyTo is the same with a sender.

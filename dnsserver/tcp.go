@@ -480,10 +480,7 @@ func (s *Server) answerTCP(ix *index, pkt, buf []byte, sc *scratch, c *tcpConn) 
 			out = s.recovered(v, pkt, buf[:0])
 		}
 	}()
-	now := sc.now
-	if now.IsZero() {
-		now = time.Now()
-	}
+	now := sc.clock()
 	// Cookies and NSID as over UDP; TCP proves the address, so no rate
 	// limiting.
 	cl := newSender(c.peer, now, s.edns.Load())

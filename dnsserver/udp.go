@@ -48,10 +48,7 @@ func (s *Server) answerPacket(ix *index, pkt, buf []byte, sc *scratch, from peer
 			out = s.recovered(v, pkt, buf[:0])
 		}
 	}()
-	now := sc.now
-	if now.IsZero() {
-		now = time.Now()
-	}
+	now := sc.clock()
 	var ap netip.AddrPort
 	if from != nil {
 		ap = from.addrPort()
