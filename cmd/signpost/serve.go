@@ -118,15 +118,19 @@ func (e env) serve(ctx context.Context, args []string) int {
 	closers = append(closers, func() { plainL.Close() })
 	b.HTTPS, b.Plain = tlsL.Addr().String(), plainL.Addr().String()
 
-	// One reader per socket: listenDNS opened one SO_REUSEPORT socket per
-	// core, and the kernel spreads queries over them.
+	// Two readers per socket: listenDNS opened one SO_REUSEPORT socket per
+	// core, and the kernel spreads queries over them by a hash of the
+	// client's address and port, so with few clients one socket can get
+	// most of them; a second reader lets both cores serve it. Measured with
+	// dnsperf -c 4 against one reader per socket, interleaved: 362-377k
+	// queries/s against 346-361k, at the same CPU per query.
 	// current is the model being served, for the serials hook, which runs
 	// inside dnsserver while the loop below may be swapping models.
 	var current atomic.Pointer[config.Model]
 	current.Store(model)
 	dnsSrv := dnsserver.New(dnsserver.Options{
 		Logger:     log.With("part", "dns"),
-		UDPReaders: 1,
+		UDPReaders: 2,
 		OnSerials: func(serials map[string]uint32) {
 			m := current.Load()
 			if len(m.SecondaryServers) == 0 {
