@@ -383,25 +383,8 @@ func TestRRLExemptAndTCP(t *testing.T) {
 	server := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s.udp))
 	// count sends 50 queries at once from ip and counts the full answers.
 	count := func(ip string) int {
-		c := listenFrom(t, ip)
-		for i := range 50 {
-			if _, err := c.WriteToUDP(floodQuery(t, uint16(i), "big.flood.test.", dns.TypeTXT, nil), server); err != nil {
-				t.Fatal(err)
-			}
-		}
-		ok := 0
-		buf := make([]byte, 4096)
-		for {
-			_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-			n, _, err := c.ReadFromUDP(buf)
-			if err != nil {
-				return ok
-			}
-			var m dns.Msg
-			if m.Unpack(buf[:n]) == nil && !m.Truncated && len(m.Answer) == 4 {
-				ok++
-			}
-		}
+		return burst(t, server, ip, func(int) string { return "big.flood.test." },
+			func(m *dns.Msg) bool { return !m.Truncated && len(m.Answer) == 4 })
 	}
 	if got := count("127.4.9.9"); got != 50 {
 		t.Errorf("exempt prefix: %d of 50 answered, want 50", got)
@@ -583,25 +566,7 @@ func TestRRLRandomNames(t *testing.T) {
 	// spray sends 50 queries at once from ip, name(i) TXT, and counts
 	// the replies that are not truncated.
 	spray := func(ip string, name func(i int) string) int {
-		c := listenFrom(t, ip)
-		for i := range 50 {
-			if _, err := c.WriteToUDP(floodQuery(t, uint16(i), name(i), dns.TypeTXT, nil), server); err != nil {
-				t.Fatal(err)
-			}
-		}
-		ok := 0
-		buf := make([]byte, 4096)
-		for {
-			_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-			n, _, err := c.ReadFromUDP(buf)
-			if err != nil {
-				return ok
-			}
-			var m dns.Msg
-			if m.Unpack(buf[:n]) == nil && !m.Truncated {
-				ok++
-			}
-		}
+		return burst(t, server, ip, name, func(m *dns.Msg) bool { return !m.Truncated })
 	}
 	for _, c := range []struct {
 		what string
@@ -613,6 +578,32 @@ func TestRRLRandomNames(t *testing.T) {
 	} {
 		if got := spray(c.ip, c.name); got < 5 || got > 10 {
 			t.Errorf("%s: %d of 50 answered in full, want the burst of 5 (and up to 5 more if sending took a second)", c.what, got)
+		}
+	}
+}
+
+// burst sends 50 TXT queries for name(i) at once from ip to server and
+// counts the replies, read until none comes for half a second, that parse
+// and that ok accepts.
+func burst(t *testing.T, server *net.UDPAddr, ip string, name func(i int) string, ok func(*dns.Msg) bool) int {
+	t.Helper()
+	c := listenFrom(t, ip)
+	for i := range 50 {
+		if _, err := c.WriteToUDP(floodQuery(t, uint16(i), name(i), dns.TypeTXT, nil), server); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	buf := make([]byte, 4096)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		l, _, err := c.ReadFromUDP(buf)
+		if err != nil {
+			return n
+		}
+		var m dns.Msg
+		if m.Unpack(buf[:l]) == nil && ok(&m) {
+			n++
 		}
 	}
 }

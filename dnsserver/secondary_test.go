@@ -234,15 +234,8 @@ func signedQuery(t testing.TB, q *dns.Msg, key, alg, secret string, ts int64) ([
 // replies until done says the last one came, returning each reply's bytes.
 func tcpExchange(t testing.TB, addr, local string, raw []byte, done func(i int, m *dns.Msg) bool) [][]byte {
 	t.Helper()
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	if local != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
-	}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialFrom(t, addr, local)
+	defer c.Close() // now, not at the end of the test: callers make hundreds
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	dc := &dns.Conn{Conn: c}
 	if _, err := dc.Write(raw); err != nil {
