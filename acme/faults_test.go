@@ -77,14 +77,12 @@ func TestFaultReadOnlyStorage(t *testing.T) {
 	const a, b = "chat.example.test", "team.example.test"
 	ch := []string{config.ChallengeTLSALPN01}
 	modA := e.model(site{serverNames: []string{a}, challenges: ch})
-	mark := e.logs.mark()
-	in := e.start(modA)
-	e.obtained(mark, a)
+	in := e.startObtained(modA, a)
 	before := files(t, e.storage)
 
 	remount(t, mnt, "ro")
 	modAB := e.model(site{serverNames: []string{a, b}, challenges: ch})
-	mark = e.logs.mark()
+	mark := e.logs.mark()
 	in.setModel(modAB)
 	failed := e.logs.wait(t, mark, "no certificate yet; will retry", b)
 	if !strings.Contains(failed.Attrs["error"], "read-only file system") {
@@ -125,15 +123,13 @@ func TestFaultFullFilesystem(t *testing.T) {
 	const a, b = "chat.example.test", "team.example.test"
 	ch := []string{config.ChallengeHTTP01}
 	modA := e.model(site{serverNames: []string{a}, challenges: ch})
-	mark := e.logs.mark()
-	in := e.start(modA)
-	e.obtained(mark, a)
+	in := e.startObtained(modA, a)
 	before := files(t, e.storage)
 
 	filler := filepath.Join(mnt, "filler")
 	fill(t, filler)
 	modAB := e.model(site{serverNames: []string{a, b}, challenges: ch})
-	mark = e.logs.mark()
+	mark := e.logs.mark()
 	in.setModel(modAB)
 	first := e.logs.wait(t, mark, "no certificate yet; will retry", b)
 	e.logs.wait(t, e.logs.index(first)+1, "no certificate yet; will retry", b)
@@ -161,12 +157,10 @@ func TestFaultCorruptCertificate(t *testing.T) {
 			const name = "chat.example.test"
 			ch := []string{config.ChallengeDNS01}
 			mod := e.model(site{serverNames: []string{name}, challenges: ch})
-			mark := e.logs.mark()
-			in := e.start(mod)
-			e.obtained(mark, name)
+			in := e.startObtained(mod, name)
 			old := e.fetch(mod, name, e.roots())
 
-			mark = e.logs.mark()
+			mark := e.logs.mark()
 			in.setModel(e.model(site{challenges: ch}))
 			e.logs.wait(t, mark, "certificate no longer managed", name)
 			before := files(t, e.storage)
@@ -201,9 +195,7 @@ func TestFaultCorruptAccount(t *testing.T) {
 	const a, b = "chat.example.test", "team.example.test"
 	ch := []string{config.ChallengeHTTP01}
 	modA := e.model(site{serverNames: []string{a}, challenges: ch})
-	mark := e.logs.mark()
-	in := e.start(modA)
-	e.obtained(mark, a)
+	in := e.startObtained(modA, a)
 	before := files(t, e.storage)
 	accounts, err := filepath.Glob(filepath.Join(e.storage, "acme", "*", "users", "*", "*.json"))
 	if err != nil || len(accounts) != 1 {
@@ -215,7 +207,7 @@ func TestFaultCorruptAccount(t *testing.T) {
 	}
 
 	modAB := e.model(site{serverNames: []string{a, b}, challenges: ch})
-	mark = e.logs.mark()
+	mark := e.logs.mark()
 	in.setModel(modAB)
 	moved := e.logs.wait(t, mark, "ACME account file does not parse; moved aside with the files that belong to it, a new account will be registered", "")
 	if moved.Level != slog.LevelError || moved.Attrs["path"] != accounts[0] || !strings.HasPrefix(moved.Attrs["moved_to"], accounts[0]+".corrupt-") {
@@ -247,16 +239,14 @@ func testFaultCorruptLock(t *testing.T, garbage string) {
 	const a, b = "chat.example.test", "team.example.test"
 	ch := []string{config.ChallengeTLSALPN01}
 	modA := e.model(site{serverNames: []string{a}, challenges: ch})
-	mark := e.logs.mark()
-	in := e.start(modA)
-	e.obtained(mark, a)
+	in := e.startObtained(modA, a)
 	lock := filepath.Join(e.storage, "locks", "issue_cert_"+b+".lock")
 	if err := os.WriteFile(lock, []byte(garbage), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
 	modAB := e.model(site{serverNames: []string{a, b}, challenges: ch})
-	mark = e.logs.mark()
+	mark := e.logs.mark()
 	in.setModel(modAB)
 	moved := e.logs.wait(t, mark, "lock file does not parse; moved aside", "")
 	if moved.Level != slog.LevelError || moved.Attrs["path"] != lock {

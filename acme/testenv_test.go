@@ -106,6 +106,16 @@ func (e *env) obtained(since int, name string) record {
 	return r
 }
 
+// startObtained starts an instance serving mod and waits until it has
+// obtained and serves a certificate for name.
+func (e *env) startObtained(mod *config.Model, name string) *instance {
+	e.t.Helper()
+	mark := e.logs.mark()
+	in := e.start(mod)
+	e.obtained(mark, name)
+	return in
+}
+
 // find returns every record since with message msg.
 func (l *logs) find(since int, msg string) []record {
 	l.mu.Lock()
