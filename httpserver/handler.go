@@ -121,15 +121,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, secure bool) 
 		w.WriteHeader(http.StatusMovedPermanently)
 		return
 	}
-	h := w.Header()
-	for i := range resp.header {
-		f := &resp.header[i]
-		h[f.key] = f.value
-	}
-	w.WriteHeader(resp.status)
-	if resp.body != nil && r.Method != http.MethodHead {
-		w.Write(resp.body) // an error means the client left; nothing to do
-	}
+	resp.write(w, r.Method == http.MethodHead)
 }
 
 // bodyless answers, before anything else sees them, requests that carry a
@@ -188,13 +180,21 @@ func (b bodyless) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	resp.write(w, false)
+}
+
+// write sends the prepared response through net/http, without its body
+// for HEAD.
+func (resp *response) write(w http.ResponseWriter, head bool) {
 	h := w.Header()
 	for i := range resp.header {
 		f := &resp.header[i]
 		h[f.key] = f.value
 	}
 	w.WriteHeader(resp.status)
-	w.Write(resp.body) // an error means the client left
+	if resp.body != nil && !head {
+		w.Write(resp.body) // an error means the client left; nothing to do
+	}
 }
 
 // accessLog logs every request net/http serves at debug level, and costs
