@@ -43,6 +43,7 @@ type fastEntry struct {
 	// plainComplete says plain lost nothing to the limit: it is also the
 	// reply over TCP.
 	plainComplete bool
+	zone          *fastZone // whose data it is, for counting
 }
 
 // fastZone is one zone's part of the fast path: its precomputed replies,
@@ -59,6 +60,9 @@ type fastZone struct {
 	// slow sends every query in the zone to the full path: the catalog
 	// zone, whose answer depends on who asks.
 	slow bool
+	// stats counts the zone's replies; the Server sets it before it
+	// publishes the index.
+	stats *zoneStats
 }
 
 const (
@@ -158,7 +162,9 @@ func (ix *index) buildFastZone(z *zone) *fastZone {
 		for _, t := range types {
 			key := string(append(wire[:n:n], byte(t>>8), byte(t)))
 			if fz.table[key] == nil {
-				fz.table[key] = ix.precompute(nd.name, t)
+				e := ix.precompute(nd.name, t)
+				e.zone = fz
+				fz.table[key] = e
 			}
 		}
 	}
@@ -279,6 +285,12 @@ type scratch struct {
 	key    [256 + 2]byte
 	labels [128]int
 	now    time.Time // when the packets being answered arrived; zero: ask the clock
+
+	// What the last reply of the fast path answered, for counting: the
+	// zone (nil: none) and the query type.
+	zone  *fastZone
+	qtype uint16
+	tally tally
 }
 
 // clock returns when the packets being answered arrived.
@@ -339,6 +351,7 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 	if pkt[off+2] != 0 || pkt[off+3] != 1 || qtype == dns.TypeAXFR || qtype == dns.TypeIXFR {
 		return nil
 	}
+	sc.zone, sc.qtype = nil, qtype
 	qend := off + 4
 	edns, do, limit := 0, false, minUDPSize
 	var eq ednsReq
@@ -375,6 +388,7 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 				return nil
 			}
 		}
+		sc.zone = e.zone
 		out = append(out[:0], src...)
 		copy(out, pkt[:2])
 		out[2] |= pkt[2] & 0x01
@@ -429,6 +443,7 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 			}
 			rcode = dns.RcodeNameError
 		}
+		sc.zone = fz
 		return fz.neg[edns].write(out, pkt, qend, sc.labels[zi], rcode, do, limit, &eq, cl)
 	}
 	return nil // unreachable while the apex is in names

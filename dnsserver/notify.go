@@ -33,6 +33,7 @@ type notifier struct {
 	// onDone, if set (by tests), hears of each secondary and zone done
 	// with: answered, or given up on.
 	onDone func(k notifyKey, serial uint32, answered bool, tries int)
+	stats  *dnsStats // counts every NOTIFY sent; nil: none
 }
 
 type notifyKey struct {
@@ -122,6 +123,9 @@ func (n *notifier) run(k notifyKey, j *notifyJob) {
 		soa, key, gen := j.soa, j.key, j.gen
 		n.mu.Unlock()
 		answered, err := n.exchange(k, soa, key)
+		if n.stats != nil && n.ctx.Err() == nil {
+			n.stats.notified(k.zone, k.target.String(), answered)
+		}
 		n.mu.Lock()
 		if j.gen != gen {
 			// A newer serial arrived while this one was on its way: send

@@ -61,6 +61,11 @@ func (s *Server) rebuild() {
 		s.opts.OnSerials(s.serialsLocked())
 	}
 	ix := buildIndex(s.model, dyn, serials, s.ix.Load())
+	for _, z := range ix.zones {
+		if z.fast != nil && z.fast.stats == nil { // a zone built afresh: not yet served
+			z.fast.stats = s.stats.zone(z.origin)
+		}
+	}
 	s.ix.Store(ix)
 	for _, origin := range changed {
 		if secs := s.model.Secondaries(origin); len(secs) > 0 {

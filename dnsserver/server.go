@@ -131,6 +131,8 @@ type Server struct {
 	randomSecret [16]byte // the cookie secret when the model sets none
 	rrl          *rrl
 
+	stats dnsStats // see stats.go
+
 	mu      sync.Mutex
 	closed  bool
 	conns   []net.PacketConn
@@ -178,6 +180,7 @@ func New(o Options) *Server {
 	s := &Server{opts: o, logger: o.Logger, txt: map[string][]string{}, upd: map[string]*updSet{}, zstate: map[string]zoneState{}}
 	s.tcp.done = make(chan struct{})
 	s.notify = newNotifier(o, o.Logger)
+	s.notify.stats = &s.stats
 	s.ix.Store(buildIndex(nil, nil, nil, nil))
 	_, _ = rand.Read(s.randomSecret[:]) // never fails (crypto/rand)
 	s.edns.Store(newEDNSConf(&config.DNS{}, s.randomSecret))

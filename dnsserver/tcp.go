@@ -195,10 +195,14 @@ func (t *tcpTable) admit(s *Server, nc net.Conn) *tcpConn {
 	t.mu.Unlock()
 	for _, v := range victims {
 		if v != nil {
+			s.stats.tcpEvicted.Add(1)
 			_ = v.nc.Close() // its goroutine sees the error and ends
 		}
 	}
 	if !ok {
+		if !t.closing.Load() {
+			s.stats.tcpRefused.Add(1)
+		}
 		if !t.closing.Load() {
 			s.logger.Debug("dnsserver: tcp connection turned away: every connection it could replace is in use", "client", peer.String())
 		}
@@ -328,6 +332,7 @@ func (c *tcpConn) serve() {
 	c.bufs, c.wb = b, b.wb[:0]
 	c.sendMsg = c.send
 	defer func() {
+		b.sc.tally.flush(&s.stats, transportTCP) // the batch cut short by MaxTCPQueries or an error
 		s.tcp.remove(c)
 		_ = c.nc.Close()
 		c.bufs = nil
@@ -390,7 +395,10 @@ func (c *tcpConn) serve() {
 			// before it could open another: eviction goes by the order
 			// clients see.
 			since := time.Now().UnixNano()
-			// No further whole message is buffered: send the batch.
+			// No further whole message is buffered: send the batch,
+			// counted first, so a client that has its replies finds
+			// them counted.
+			b.sc.tally.flush(&s.stats, transportTCP)
 			if c.flush(); c.werr != nil {
 				return
 			}
@@ -485,9 +493,14 @@ func (s *Server) answerTCP(ix *index, pkt, buf []byte, sc *scratch, c *tcpConn) 
 	// limiting.
 	cl := newSender(c.peer, now, s.edns.Load())
 	if out = ix.fast.replyTo(pkt, buf[:0], sc, &cl); out != nil && ix.fast.completeTCP(pkt, out, sc) {
+		sc.tally.count(transportTCP, s.stats.edgeZone(sc.zone), sc.qtype, out[3], len(out))
 		return out
 	}
-	return s.fullTCP(ix, pkt, buf[:0], c, &cl)
+	if out = s.fullTCP(ix, pkt, buf[:0], c, &cl); out != nil {
+		z, qtype := ix.statsZone(&s.stats, pkt)
+		sc.tally.count(transportTCP, z, qtype, out[3], len(out))
+	}
+	return out
 }
 
 // fullTCP answers one TCP message on the full path: parse with miekg/dns,

@@ -29,6 +29,7 @@ func (s *Server) udpReaderPortable(pc net.PacketConn) error {
 		ix := s.ix.Load()
 		sc.now = time.Now()
 		reply := s.answerPacket(ix, in[:n], out[:0], &sc, netPeer{addr})
+		sc.tally.flush(&s.stats, transportUDP)
 		if reply == nil {
 			continue
 		}
@@ -54,16 +55,26 @@ func (s *Server) answerPacket(ix *index, pkt, buf []byte, sc *scratch, from peer
 		ap = from.addrPort()
 	}
 	cl := newSender(ap, now, s.edns.Load())
-	if out = ix.fast.replyTo(pkt, buf[:0], sc, &cl); out == nil {
-		out = s.handleRawFrom(ix, pkt, buf[:0], from, &cl)
+	var z *zoneStats
+	qtype := uint16(0)
+	if out = ix.fast.replyTo(pkt, buf[:0], sc, &cl); out != nil {
+		z, qtype = s.stats.edgeZone(sc.zone), sc.qtype
+	} else if out = s.handleRawFrom(ix, pkt, buf[:0], from, &cl); out != nil {
+		z, qtype = ix.statsZone(&s.stats, pkt)
 	}
-	if out == nil || cl.cookieOK {
+	if out == nil {
+		return nil
+	}
+	sc.tally.count(transportUDP, z, qtype, out[3], len(out))
+	if cl.cookieOK {
 		return out // a valid server cookie proves the address: no limit
 	}
 	switch s.rrl.account(out, cl.addr, cl.wildcard, now) {
 	case rrlDrop:
+		sc.tally.dropped++
 		return nil
 	case rrlSlip:
+		sc.tally.slipped++
 		return slipReply(out)
 	}
 	return out

@@ -213,6 +213,9 @@ func (b *batch) run() error {
 			}
 			m++
 		}
+		// Counted before the replies go, so a client that has its reply
+		// finds it counted.
+		b.sc.tally.flush(&b.s.stats, transportUDP)
 		if m == 0 {
 			continue
 		}

@@ -70,6 +70,9 @@ func (s *Server) update(x *request) {
 	level := slog.LevelDebug
 	if rcode == dns.RcodeSuccess {
 		level = slog.LevelInfo
+		s.stats.updates[0].Add(1)
+	} else {
+		s.stats.updates[1].Add(1)
 	}
 	s.logger.Log(context.Background(), level, "update", attrs...)
 	_ = x.reply(resp)

@@ -130,6 +130,7 @@ func (s *Server) transfer(x *request) {
 	if !flush() {
 		return
 	}
+	s.stats.transferred(origin)
 	s.logger.Info("transfer", "zone", origin, "serial", z.serial, "qtype", dns.TypeToString[q.Qtype], "client", x.peer.String(),
 		"key", x.keyName(), "records", len(z.records)+1, "messages", msgs, "seconds", time.Since(start).Seconds())
 }

@@ -1,0 +1,366 @@
+package dnsserver
+
+import (
+	"maps"
+	"math/bits"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Counting what the server answers, for Prometheus.
+//
+// The packet edges (answerPacket, answerTCP) count every reply into the
+// tally of the reader or connection that built it: plain increments in
+// memory only that goroutine touches, no atomics, no locks, no maps. A
+// tally goes to the shared counters, atomically, once per batch of
+// packets (one recvmmsg, one TCP read) and whenever a reply is for another
+// zone than the one before, so under load a handful of atomic adds are
+// shared by up to 64 queries. Everything shared is summed at scrape time
+// by the collector. Labels come from fixed tables and from the zones of
+// the configuration, never from the query.
+
+// Transports, the first index of zoneStats.n.
+const (
+	transportUDP = iota
+	transportTCP
+)
+
+var transportNames = [2]string{"udp", "tcp"}
+
+// qtypeNames are the query types counted by name; any other is "other".
+var qtypeNames = [...]string{"A", "AAAA", "CNAME", "MX", "NS", "SOA", "SRV", "TXT", "CAA",
+	"HTTPS", "SVCB", "DS", "DNSKEY", "PTR", "ANY", "AXFR", "IXFR", "other"}
+
+const (
+	nQtypes = len(qtypeNames)
+	nRcodes = 16 // the rcode in the header; extended rcodes count as their low bits
+	nCells  = nQtypes + nRcodes
+)
+
+// qtypeIndex returns t's index in qtypeNames.
+func qtypeIndex(t uint16) int {
+	switch t {
+	case dns.TypeA:
+		return 0
+	case dns.TypeAAAA:
+		return 1
+	case dns.TypeCNAME:
+		return 2
+	case dns.TypeMX:
+		return 3
+	case dns.TypeNS:
+		return 4
+	case dns.TypeSOA:
+		return 5
+	case dns.TypeSRV:
+		return 6
+	case dns.TypeTXT:
+		return 7
+	case dns.TypeCAA:
+		return 8
+	case dns.TypeHTTPS:
+		return 9
+	case dns.TypeSVCB:
+		return 10
+	case dns.TypeDS:
+		return 11
+	case dns.TypeDNSKEY:
+		return 12
+	case dns.TypePTR:
+		return 13
+	case dns.TypeANY:
+		return 14
+	case dns.TypeAXFR:
+		return 15
+	case dns.TypeIXFR:
+		return 16
+	}
+	return nQtypes - 1
+}
+
+// Response sizes are counted in buckets of powers of two, 32 to 65536
+// bytes: a bucket is one bit-length away, no search.
+const (
+	sizeMinShift = 5
+	nSizes       = 17 - sizeMinShift // le 32 .. le 65536
+)
+
+func sizeIndex(n int) int {
+	return min(max(bits.Len(uint(n-1)), sizeMinShift), 16) - sizeMinShift
+}
+
+// zoneStats are the shared counters of one zone (or of no zone: queries
+// outside every zone), by transport: per query type, then per rcode.
+type zoneStats struct {
+	n [2][nCells]atomic.Uint64
+}
+
+// tally is what one reader or connection has counted and not yet added
+// to the shared counters. Only its owner touches it.
+type tally struct {
+	zone    *zoneStats // whose cells are pending; nil: none pending
+	dirty   uint64     // bit i: cells[i] is pending
+	cells   [nCells]uint64
+	sizes   [nSizes]uint64
+	sizeSum uint64
+	replies uint64 // counted in sizes
+	dropped uint64 // replies rate limiting dropped
+	slipped uint64 // replies rate limiting cut to TC=1
+}
+
+// count notes one reply of size bytes with rcode, to a query of qtype in
+// zone z.
+func (t *tally) count(tr int, z *zoneStats, qtype uint16, rcode byte, size int) {
+	if z != t.zone {
+		t.flushZone(tr)
+		t.zone = z
+	}
+	q, r := qtypeIndex(qtype), nQtypes+int(rcode&0x0F)
+	t.cells[q]++
+	t.cells[r]++
+	t.dirty |= 1<<q | 1<<r
+	t.sizes[sizeIndex(size)]++
+	t.sizeSum += uint64(size)
+	t.replies++
+}
+
+func (t *tally) flushZone(tr int) {
+	for m := t.dirty; m != 0; m &= m - 1 {
+		i := bits.TrailingZeros64(m)
+		t.zone.n[tr][i].Add(t.cells[i])
+		t.cells[i] = 0
+	}
+	t.dirty = 0
+}
+
+// flush adds everything pending to st.
+func (t *tally) flush(st *dnsStats, tr int) {
+	if t.dirty != 0 {
+		t.flushZone(tr)
+	}
+	if t.replies == 0 && t.dropped == 0 && t.slipped == 0 {
+		return
+	}
+	h := &st.sizes[tr]
+	for i, v := range t.sizes {
+		if v != 0 {
+			h.buckets[i].Add(v)
+			t.sizes[i] = 0
+		}
+	}
+	h.sum.Add(t.sizeSum)
+	h.count.Add(t.replies)
+	st.dropped.Add(t.dropped)
+	st.slipped.Add(t.slipped)
+	t.sizeSum, t.replies, t.dropped, t.slipped = 0, 0, 0, 0
+}
+
+// dnsStats are a Server's shared counters.
+type dnsStats struct {
+	none  zoneStats // queries outside every zone
+	sizes [2]struct {
+		buckets    [nSizes]atomic.Uint64
+		sum, count atomic.Uint64
+	}
+	dropped, slipped atomic.Uint64
+
+	tcpEvicted, tcpRefused atomic.Uint64
+	updates                [2]atomic.Uint64 // accepted, refused
+
+	mu        sync.Mutex
+	zones     map[string]*zoneStats // by origin; only grows, so counts survive a zone's rebuild
+	transfers map[string]uint64     // by origin
+	notify    map[notifyStatKey]*[2]uint64
+}
+
+type notifyStatKey struct {
+	zone, secondary string
+}
+
+// zoneStats returns the counters of origin, made on first use.
+func (st *dnsStats) zone(origin string) *zoneStats {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.zones == nil {
+		st.zones = map[string]*zoneStats{}
+	}
+	z := st.zones[origin]
+	if z == nil {
+		z = new(zoneStats)
+		st.zones[origin] = z
+	}
+	return z
+}
+
+func (st *dnsStats) transferred(origin string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.transfers == nil {
+		st.transfers = map[string]uint64{}
+	}
+	st.transfers[origin]++
+}
+
+// notified counts one NOTIFY sent for zone to secondary, and whether it
+// was answered.
+func (st *dnsStats) notified(zone, secondary string, answered bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.notify == nil {
+		st.notify = map[notifyStatKey]*[2]uint64{}
+	}
+	k := notifyStatKey{zone, secondary}
+	c := st.notify[k]
+	if c == nil {
+		c = new([2]uint64)
+		st.notify[k] = c
+	}
+	c[0]++
+	if answered {
+		c[1]++
+	}
+}
+
+// statsZone is the zone a reply from the full path is counted in, and the
+// query's type; zero values when the question does not parse.
+func (ix *index) statsZone(st *dnsStats, pkt []byte) (*zoneStats, uint16) {
+	if len(pkt) < 12 || pkt[4] != 0 || pkt[5] != 1 {
+		return &st.none, 0
+	}
+	name, off, err := dns.UnpackDomainName(pkt, 12)
+	if err != nil || off+2 > len(pkt) {
+		return &st.none, 0
+	}
+	qtype := uint16(pkt[off])<<8 | uint16(pkt[off+1])
+	name = lower(name)
+	z := ix.zoneFor(name)
+	if z == nil && ix.catalog != nil {
+		z = ix.catalog.zoneFor(name)
+	}
+	if z == nil || z.fast == nil || z.fast.stats == nil {
+		return &st.none, qtype
+	}
+	return z.fast.stats, qtype
+}
+
+// edgeZone returns the counters of the zone the fast path answered from.
+func (st *dnsStats) edgeZone(fz *fastZone) *zoneStats {
+	if fz == nil || fz.stats == nil {
+		return &st.none
+	}
+	return fz.stats
+}
+
+// Metrics returns the collector of the server's counters, for a
+// prometheus.Registry.
+func (s *Server) Metrics() prometheus.Collector { return (*dnsCollector)(s) }
+
+type dnsCollector Server
+
+var (
+	descQueries = prometheus.NewDesc("signpost_dns_queries_total",
+		"DNS queries answered, by zone (none: outside every zone), transport and query type.",
+		[]string{"zone", "transport", "qtype"}, nil)
+	descResponses = prometheus.NewDesc("signpost_dns_responses_total",
+		"DNS replies built, by zone, transport and rcode (before rate limiting).",
+		[]string{"zone", "transport", "rcode"}, nil)
+	descSizes = prometheus.NewDesc("signpost_dns_response_size_bytes",
+		"Size of DNS replies built, by transport.", []string{"transport"}, nil)
+	descRateLimited = prometheus.NewDesc("signpost_dns_rate_limited_total",
+		"UDP replies rate limiting dropped, or slipped (sent truncated, TC=1).", []string{"action"}, nil)
+	descTCPOpen = prometheus.NewDesc("signpost_dns_tcp_connections",
+		"DNS TCP connections open.", nil, nil)
+	descTCPEvicted = prometheus.NewDesc("signpost_dns_tcp_connections_evicted_total",
+		"DNS TCP connections closed to make room for a new one.", nil, nil)
+	descTCPRefused = prometheus.NewDesc("signpost_dns_tcp_connections_refused_total",
+		"DNS TCP connections turned away: every one they could replace was in use.", nil, nil)
+	descUpdates = prometheus.NewDesc("signpost_dns_updates_total",
+		"RFC 2136 UPDATE messages, by result (accepted or refused).", []string{"result"}, nil)
+	descTransfers = prometheus.NewDesc("signpost_dns_transfers_total",
+		"Zone transfers (AXFR, IXFR answered in full) served, by zone.", []string{"zone"}, nil)
+	descNotifySent = prometheus.NewDesc("signpost_dns_notify_sent_total",
+		"NOTIFY messages sent, by zone and secondary (notify address).", []string{"zone", "secondary"}, nil)
+	descNotifyAnswered = prometheus.NewDesc("signpost_dns_notify_answered_total",
+		"NOTIFY messages a secondary answered, by zone and secondary.", []string{"zone", "secondary"}, nil)
+	descSerial = prometheus.NewDesc("signpost_dns_zone_serial",
+		"SOA serial served, by zone.", []string{"zone"}, nil)
+)
+
+func (c *dnsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descQueries, descResponses, descSizes, descRateLimited,
+		descTCPOpen, descTCPEvicted, descTCPRefused, descUpdates, descTransfers,
+		descNotifySent, descNotifyAnswered, descSerial} {
+		ch <- d
+	}
+}
+
+func (c *dnsCollector) Collect(ch chan<- prometheus.Metric) {
+	s := (*Server)(c)
+	st := &s.stats
+	ix := s.ix.Load()
+	emit := func(name string, z *zoneStats) {
+		for tr := range 2 {
+			for i, q := range qtypeNames {
+				if v := z.n[tr][i].Load(); v != 0 {
+					ch <- prometheus.MustNewConstMetric(descQueries, prometheus.CounterValue, float64(v), name, transportNames[tr], q)
+				}
+			}
+			for r := range nRcodes {
+				if v := z.n[tr][nQtypes+r].Load(); v != 0 {
+					ch <- prometheus.MustNewConstMetric(descResponses, prometheus.CounterValue, float64(v), name, transportNames[tr], rcodeName(r))
+				}
+			}
+		}
+	}
+	emit("none", &st.none)
+	zones := slices.Collect(maps.Values(ix.zones))
+	if ix.catalog != nil {
+		zones = slices.AppendSeq(zones, maps.Values(ix.catalog.zones))
+	}
+	for _, z := range zones {
+		if z.fast != nil && z.fast.stats != nil {
+			emit(z.origin, z.fast.stats)
+		}
+		ch <- prometheus.MustNewConstMetric(descSerial, prometheus.GaugeValue, float64(z.serial), z.origin)
+	}
+	for tr := range 2 {
+		h := &st.sizes[tr]
+		buckets := make(map[float64]uint64, nSizes)
+		var cum uint64
+		for i := range nSizes {
+			cum += h.buckets[i].Load()
+			buckets[float64(uint64(1)<<(i+sizeMinShift))] = cum
+		}
+		// count is added after the buckets; read it last and never below
+		// them, so the histogram stays consistent.
+		ch <- prometheus.MustNewConstHistogram(descSizes, max(cum, h.count.Load()), float64(h.sum.Load()), buckets, transportNames[tr])
+	}
+	ch <- prometheus.MustNewConstMetric(descRateLimited, prometheus.CounterValue, float64(st.dropped.Load()), "dropped")
+	ch <- prometheus.MustNewConstMetric(descRateLimited, prometheus.CounterValue, float64(st.slipped.Load()), "slipped")
+	ch <- prometheus.MustNewConstMetric(descTCPOpen, prometheus.GaugeValue, float64(s.tcp.open.Load()))
+	ch <- prometheus.MustNewConstMetric(descTCPEvicted, prometheus.CounterValue, float64(st.tcpEvicted.Load()))
+	ch <- prometheus.MustNewConstMetric(descTCPRefused, prometheus.CounterValue, float64(st.tcpRefused.Load()))
+	ch <- prometheus.MustNewConstMetric(descUpdates, prometheus.CounterValue, float64(st.updates[0].Load()), "accepted")
+	ch <- prometheus.MustNewConstMetric(descUpdates, prometheus.CounterValue, float64(st.updates[1].Load()), "refused")
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for origin, n := range st.transfers {
+		ch <- prometheus.MustNewConstMetric(descTransfers, prometheus.CounterValue, float64(n), origin)
+	}
+	for k, n := range st.notify {
+		ch <- prometheus.MustNewConstMetric(descNotifySent, prometheus.CounterValue, float64(n[0]), k.zone, k.secondary)
+		ch <- prometheus.MustNewConstMetric(descNotifyAnswered, prometheus.CounterValue, float64(n[1]), k.zone, k.secondary)
+	}
+}
+
+func rcodeName(r int) string {
+	if n, ok := dns.RcodeToString[r]; ok {
+		return n
+	}
+	return strconv.Itoa(r)
+}
