@@ -40,6 +40,8 @@ type connLimiter struct {
 	n          int
 	head, tail *trackedConn // in order of admission
 	sources    map[netip.Addr]*source
+
+	evicted atomic.Uint64 // connections closed to make room
 }
 
 // source is the connections of one source address, in order of admission.
@@ -163,6 +165,7 @@ func (l *connLimiter) admit(c net.Conn) *trackedConn {
 	l.link(tc)
 	l.mu.Unlock()
 	if victim != nil {
+		l.evicted.Add(1)
 		// Closing the socket ends a read or write under way with an
 		// error, and the goroutine serving it with it.
 		victim.Conn.Close()

@@ -117,10 +117,12 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, secure bool) 
 	if resp == nil {
 		// Everything but the documents lives on https. 301 rather than
 		// 308: older Synapse does not follow 308.
+		s.stats.count(st, q.path, http.StatusMovedPermanently)
 		w.Header()["Location"] = []string{"https://" + st.name + ix.httpsPort + r.URL.RequestURI()}
 		w.WriteHeader(http.StatusMovedPermanently)
 		return
 	}
+	s.stats.count(st, q.path, resp.status)
 	resp.write(w, r.Method == http.MethodHead)
 }
 
@@ -157,6 +159,11 @@ func (b bodyless) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	resp := bodyNotAllowed
+	var st *site
+	if host, ok := splitHost(r.Host); ok {
+		st = b.s.index.Load().lookup(host)
+	}
+	b.s.stats.count(st, r.URL.Path, resp.status)
 	if b.s.log.Enabled(r.Context(), slog.LevelDebug) {
 		logRequest(b.s.log, r.RemoteAddr, r.Proto, r.Method, r.Host, r.URL.Path, resp.status, len(resp.body), now)
 	}

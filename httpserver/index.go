@@ -37,7 +37,8 @@ type site struct {
 	name string
 	// docs holds the server, client and support documents, in the order of
 	// docServer, docClient and docSupport; nil means 404.
-	docs [3]*document
+	docs  [3]*document
+	stats *siteStats // set by SetModel before the index is served
 }
 
 const (

@@ -124,6 +124,8 @@ type Server struct {
 	done      chan struct{} // closed by Shutdown
 	accepting sync.WaitGroup
 	wg        sync.WaitGroup // TLS connections and the handoff server
+
+	stats httpStats // see stats.go
 }
 
 // New returns a Server that serves nothing (404 everywhere) until SetModel.
@@ -206,7 +208,11 @@ func tlsConfig(in *tls.Config) *tls.Config {
 // serves nothing. Requests already being answered finish with the old model;
 // connections are kept.
 func (s *Server) SetModel(m *config.Model) {
-	s.index.Store(newIndex(m))
+	ix := newIndex(m)
+	for name, st := range ix.sites {
+		st.stats = s.stats.site(name)
+	}
+	s.index.Store(ix)
 }
 
 // ServePlain accepts connections on l and serves plain HTTP: ACME HTTP-01

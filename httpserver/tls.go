@@ -147,12 +147,14 @@ func (s *Server) serveTLSConn(tc *trackedConn) {
 		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
 			io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
 		}
+		s.stats.handshakeFailures.Add(1) // before the close, which a client may wait for
 		c.Close()
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {
 			s.log.Debug("tls handshake failed", "remote", tc.RemoteAddr().String(), "err", err)
 		}
 		return
 	}
+	s.stats.handshakes.Add(1)
 	state := c.ConnectionState()
 	switch state.NegotiatedProtocol {
 	case "h2":
@@ -291,7 +293,8 @@ func (s *Server) fastAnswer(out []byte, q *fastRequest, head, sni string, now ti
 	if q.ninm > 0 {
 		req.inm = q.inm[:q.ninm]
 	}
-	resp, _ := s.index.Load().answer(&req)
+	resp, st := s.index.Load().answer(&req)
+	s.stats.count(st, req.path, resp.status)
 	out = append(out, resp.h1...)
 	out = append(out, "Date: "...)
 	out = s.date.append(out, now)
