@@ -117,6 +117,8 @@ type Manager struct {
 	managed map[string]*keeper // mode "acme": name → the goroutine that keeps its certificate
 	stopped bool
 	muted   atomic.Bool // set by Stop: certmagic's leftover goroutines log nothing more
+
+	stats certStats // see stats.go
 }
 
 // New returns a Manager for o.ACME that manages no names until SetModel.
@@ -199,7 +201,7 @@ func (m *Manager) setUpACME(o Options) error {
 		}
 	}
 
-	zl := newZapLogger(m.log.Handler(), &m.muted)
+	zl := newZapLogger(m.log.Handler(), &m.muted, m.stats.challenge)
 	m.store = o.Store
 	m.dnsAddr = []string{o.DNSAddr}
 	m.dnsWait = cmpOr(o.DNSWaitTimeout, 2*time.Minute)
@@ -562,6 +564,7 @@ func (m *Manager) onEvent(ctx context.Context, event string, data map[string]any
 	if m.muted.Load() {
 		return errStopped // aborts an obtain or renewal that was about to start
 	}
+	m.stats.event(event, data, time.Now())
 	switch event {
 	case "cert_obtained":
 		msg := "certificate obtained"

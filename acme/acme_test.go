@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/signpost-dev/signpost/acme"
 	"github.com/signpost-dev/signpost/config"
+	"github.com/signpost-dev/signpost/internal/promtest"
 )
 
 // TestObtain is the end-to-end proof per challenge type: signpost starts
@@ -37,14 +39,36 @@ func TestObtain(t *testing.T) {
 			const name = "chat.example.test"
 			mod := e.model(site{serverNames: []string{name}, challenges: []string{challenge}})
 			mark := e.logs.mark()
-			e.start(mod)
+			in := e.start(mod)
 			got := e.obtained(mark, name)
 			managing := e.logs.wait(t, mark, "managing certificate", name)
 			t.Logf("%s: issuance took %.3fs", challenge, got.Time.Sub(managing.Time).Seconds())
 			if got.Level != slog.LevelInfo || got.Attrs["issuer"] == "" {
 				t.Errorf("obtained record %+v, want info with issuer", got)
 			}
-			e.fetch(mod, name, e.roots())
+			leaf := e.fetch(mod, name, e.roots())
+
+			// One obtain, one challenge of the offered type, and the
+			// expiry of the certificate served.
+			vs := promtest.Values(t, in.mgr.Metrics())
+			want := map[string]float64{
+				`signpost_certificate_attempts_total{action="obtain"}`:                  1,
+				`signpost_certificate_attempts_total{action="renew"}`:                   0,
+				`signpost_certificate_failures_total{action="obtain"}`:                  0,
+				`signpost_certificate_failures_total{action="renew"}`:                   0,
+				`signpost_certificate_not_after_seconds{name="` + name + `"}`:           float64(leaf.NotAfter.Unix()),
+				`signpost_acme_challenges_total{challenge="` + challenge + `"}`:         1,
+				`signpost_acme_challenge_failures_total{challenge="` + challenge + `"}`: 0,
+			}
+			for _, other := range []string{config.ChallengeHTTP01, config.ChallengeTLSALPN01, config.ChallengeDNS01} {
+				if other != challenge {
+					want[`signpost_acme_challenges_total{challenge="`+other+`"}`] = 0
+					want[`signpost_acme_challenge_failures_total{challenge="`+other+`"}`] = 0
+				}
+			}
+			if !maps.Equal(vs, want) {
+				t.Errorf("metrics:\ngot  %v\nwant %v", vs, want)
+			}
 
 			// Exactly one challenge of the offered type was answered.
 			if n := len(e.logs.find(mark, "served key authentication")) + len(e.logs.find(mark, "served key authentication certificate")); (challenge == config.ChallengeDNS01) != (n == 0) {
@@ -193,7 +217,17 @@ func TestCAOutage(t *testing.T) {
 		t.Errorf("renewal failure logged as %+v; want error level, the issuer, and the reason (connection refused)", failed)
 	}
 	after := e.fetch(mod, name, e.roots())
+	vs := promtest.Values(t, second.mgr.Metrics())
 	second.stop()
+	if n := vs[`signpost_certificate_failures_total{action="renew"}`]; n < 1 {
+		t.Errorf("renewal failures counted: %v, want at least 1", n)
+	}
+	if ts, ok := vs[`signpost_certificate_last_failure_timestamp_seconds{name="`+name+`"}`]; !ok || ts < float64(failed.Time.Unix()-1) {
+		t.Errorf("last failure time %v (present %v), want about %v", ts, ok, failed.Time.Unix())
+	}
+	if got := vs[`signpost_certificate_not_after_seconds{name="`+name+`"}`]; got != float64(before.NotAfter.Unix()) {
+		t.Errorf("not_after during the outage: %v, want the stored certificate's %v", got, before.NotAfter.Unix())
+	}
 	if !after.Equal(before) {
 		t.Errorf("serves serial %s during the outage, want the stored %s", after.SerialNumber, before.SerialNumber)
 	}

@@ -23,8 +23,17 @@ import (
 // Once muted is set, nothing more is written: certmagic's jobs are
 // cancelled by Stop but not waited for, and their last words belong to a
 // Manager that no longer exists.
-func newZapLogger(h slog.Handler, muted *atomic.Bool) *zap.Logger {
-	return zap.New(&zapCore{h: h, muted: muted})
+//
+// onChallenge, if set, hears of every ACME challenge tried and failed, by
+// type: acmez says which challenge it tries only in these log lines.
+func newZapLogger(h slog.Handler, muted *atomic.Bool, onChallenge func(typ string, failed bool)) *zap.Logger {
+	return zap.New(&zapCore{h: h, muted: muted, onChallenge: onChallenge})
+}
+
+// challengeMessages are acmez's lines for a challenge tried and failed.
+var challengeMessages = map[string]bool{
+	"trying to solve challenge": false,
+	"challenge failed":          true,
 }
 
 // zapLevels overrides the level of certmagic messages by their text.
@@ -47,9 +56,10 @@ var zapFieldNames = map[string]string{
 }
 
 type zapCore struct {
-	h      slog.Handler
-	muted  *atomic.Bool
-	fields []zapcore.Field
+	h           slog.Handler
+	muted       *atomic.Bool
+	onChallenge func(typ string, failed bool)
+	fields      []zapcore.Field
 }
 
 func slogLevel(ent zapcore.Entry) slog.Level {
@@ -69,6 +79,9 @@ func slogLevel(ent zapcore.Entry) slog.Level {
 // Enabled is asked before the message is known, so it answers for the
 // lowest level the message could be mapped to.
 func (c *zapCore) Enabled(l zapcore.Level) bool {
+	if c.onChallenge != nil && l >= zapcore.InfoLevel {
+		return true // maybe a challenge line
+	}
 	lowest := slog.LevelDebug
 	if l >= zapcore.WarnLevel {
 		lowest = slog.LevelInfo
@@ -77,11 +90,14 @@ func (c *zapCore) Enabled(l zapcore.Level) bool {
 }
 
 func (c *zapCore) With(fields []zapcore.Field) zapcore.Core {
-	return &zapCore{h: c.h, muted: c.muted, fields: append(slices.Clip(c.fields), fields...)}
+	return &zapCore{h: c.h, muted: c.muted, onChallenge: c.onChallenge, fields: append(slices.Clip(c.fields), fields...)}
 }
 
 func (c *zapCore) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if !c.muted.Load() && c.h.Enabled(context.Background(), slogLevel(ent)) {
+	if c.muted.Load() {
+		return ce
+	}
+	if _, ok := challengeMessages[ent.Message]; (ok && c.onChallenge != nil) || c.h.Enabled(context.Background(), slogLevel(ent)) {
 		return ce.AddCore(ent, c)
 	}
 	return ce
@@ -94,6 +110,13 @@ func (c *zapCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {
 	}
 	for _, f := range fields {
 		f.AddTo(enc)
+	}
+	if failed, ok := challengeMessages[ent.Message]; ok && c.onChallenge != nil {
+		typ, _ := enc.Fields["challenge_type"].(string)
+		c.onChallenge(typ, failed)
+	}
+	if !c.h.Enabled(context.Background(), slogLevel(ent)) {
+		return nil
 	}
 	r := slog.NewRecord(ent.Time, slogLevel(ent), ent.Message, 0)
 	if ent.LoggerName != "" {

@@ -31,7 +31,7 @@ func TestZapLogger(t *testing.T) {
 		},
 	})
 	var muted atomic.Bool
-	zl := newZapLogger(h, &muted)
+	zl := newZapLogger(h, &muted, nil)
 
 	zl.Named("obtain").Info("acquiring lock", zap.String("identifier", "chat.example.com"))
 	zl.Named("obtain").Info("certificate obtained successfully", zap.String("identifier", "chat.example.com"), zap.String("issuer", "acme-v02.api.letsencrypt.org-directory"))
@@ -55,7 +55,7 @@ level=ERROR msg="job failed" name=b.example.com
 
 	// A logger above debug is not even asked to format certmagic's chatter.
 	buf.Reset()
-	quiet := newZapLogger(slog.NewTextHandler(&buf, nil), new(atomic.Bool))
+	quiet := newZapLogger(slog.NewTextHandler(&buf, nil), new(atomic.Bool), nil)
 	if quiet.Core().Enabled(zap.InfoLevel) {
 		t.Error("info-level zap enabled for an info-level slog handler, though it maps to debug")
 	}
