@@ -50,6 +50,7 @@ func build(ps *problems, f *file, o Options) *Model {
 	buildEDNS(ps, f, m)
 	buildHTTP(ps, f, m)
 	buildACME(ps, f, m)
+	buildMetrics(ps, f, m)
 	zones := buildZones(ps, f, m, ttl)
 	buildDelegations(ps, f, m)
 	m.DNS.Catalog = parseCatalog(ps, f.DNS.Catalog)
@@ -189,6 +190,23 @@ func maxAge(ps *problems, key, s string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+func buildMetrics(ps *problems, f *file, m *Model) {
+	l := f.Metrics.Listen
+	if l == "" {
+		return
+	}
+	if p := listenProblem(l); p != "" {
+		ps.errorf("metrics.listen", "%s", p)
+		return
+	}
+	for _, other := range []struct{ key, addr string }{{"http.listen", m.HTTP.Listen}, {"http.plain_listen", m.HTTP.PlainListen}} {
+		if l == other.addr && !strings.HasSuffix(l, ":0") {
+			ps.errorf("metrics.listen", "%q is also %s; the metrics listener needs a port of its own, e.g. \"127.0.0.1:9153\"", l, other.key)
+		}
+	}
+	m.Metrics.Listen = l
 }
 
 func buildACME(ps *problems, f *file, m *Model) {

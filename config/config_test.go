@@ -204,6 +204,12 @@ func TestProblems(t *testing.T) {
 			[]string{`signpost.toml:4: dns.hostmaster: "a b@example.com" has ' ' in its local part, which zone checkers reject in an SOA RNAME; use letters, digits, "-", "_", "+" and "."`}},
 		{"one port for https and http", base + "[http]\nlisten = \"[::]:8443\"\nplain_listen = \"[::]:8443\"\n",
 			[]string{`signpost.toml:17: http.plain_listen: "[::]:8443" is also http.listen; HTTPS and plain HTTP need ports of their own`}},
+		{"metrics on the https port", base + "[metrics]\nlisten = \"[::]:443\"\n",
+			[]string{`signpost.toml:16: metrics.listen: "[::]:443" is also http.listen; the metrics listener needs a port of its own, e.g. "127.0.0.1:9153"`}},
+		{"metrics not host:port", base + "[metrics]\nlisten = \"9153\"\n",
+			[]string{`signpost.toml:16: metrics.listen: "9153" is not host:port; write e.g. "[::]:53" or "127.0.0.1:8053"`}},
+		{"metrics key misspelt", base + "[metrics]\nlisen = \"127.0.0.1:9153\"\n",
+			[]string{`signpost.toml:16: metrics.lisen: unknown key; did you mean "listen"?`}},
 		{"document too large", base + "client_extra = { \"org.example.big\" = \"" + strings.Repeat("x", 17000) + "\" }\n",
 			[]string{`signpost.toml:15: delegation[0].client_extra: makes a document of 17080 bytes; keep it under 16384 (Synapse rejects over 50 KiB, and clients fetch it on every login)`}},
 	}

@@ -97,11 +97,12 @@ func (ps *problems) decodeError(err error) {
 // knownKeys lists the keys of each table, for "did you mean" hints. It must
 // follow the toml tags below; TestKnownKeys checks that it does.
 var knownKeys = map[string][]string{
-	"":                            {"dns", "http", "acme", "zone", "delegation", "key", "secondary", "update"},
+	"":                            {"dns", "http", "acme", "metrics", "zone", "delegation", "key", "secondary", "update"},
 	"dns":                         {"listen", "nameservers", "hostmaster", "ttl", "catalog", "nsid", "cookie_secret", "cookie_secret_previous", "rrl"},
 	"dns.rrl":                     {"rate", "slip", "ipv4_prefix", "ipv6_prefix", "exempt"},
 	"http":                        {"listen", "plain_listen", "root_redirect", "server_max_age", "client_max_age"},
 	"acme":                        {"email", "directory", "challenges", "ca_root", "storage", "mode", "names"},
+	"metrics":                     {"listen"},
 	"zone":                        {"origin", "addresses", "records"},
 	"delegation":                  {"server_name", "server", "client", "identity_server", "srv_fallback", "client_extra", "support"},
 	"delegation.support":          {"page", "contacts"},
@@ -116,6 +117,7 @@ type file struct {
 	DNS        dnsTable          `toml:"dns"`
 	HTTP       httpTable         `toml:"http"`
 	ACME       acmeTable         `toml:"acme"`
+	Metrics    metricsTable      `toml:"metrics"`
 	Zone       []zoneTable       `toml:"zone"`
 	Delegation []delegationTable `toml:"delegation"`
 	Key        []keyTable        `toml:"key"`
@@ -152,6 +154,10 @@ type acmeTable struct {
 	Storage    string   `toml:"storage"`
 	Mode       string   `toml:"mode"`
 	Names      []string `toml:"names"`
+}
+
+type metricsTable struct {
+	Listen string `toml:"listen"`
 }
 
 type zoneTable struct {

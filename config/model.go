@@ -22,9 +22,10 @@ type Model struct {
 	// Path is the file the model was read from, as given to Load or Parse.
 	Path string
 
-	DNS  DNS
-	HTTP HTTP
-	ACME ACME
+	DNS     DNS
+	HTTP    HTTP
+	ACME    ACME
+	Metrics Metrics
 
 	// Zones holds every zone signpost is authoritative for, sorted by origin
 	// in canonical DNS order.
@@ -109,6 +110,14 @@ type HTTP struct {
 	ServerMaxAge time.Duration
 	// ClientMaxAge is the Cache-Control max-age of /client and /support.
 	ClientMaxAge time.Duration
+}
+
+// Metrics is the [metrics] table.
+type Metrics struct {
+	// Listen is the host:port of the listener for Prometheus (/metrics),
+	// health checks (/healthz, /readyz) and signpost status (/status);
+	// empty: no such listener.
+	Listen string
 }
 
 // ACME is the [acme] table.
