@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -21,26 +20,6 @@ import (
 func startNSD(t testing.TB, m *config.Model) string {
 	t.Helper()
 	return startNSDWith(t, m, "  rrl-ratelimit: 0\n")
-}
-
-// freePort returns a port that was free for both UDP and TCP on 127.0.0.1.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		_ = l.Close()
-		if err == nil {
-			_ = pc.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
 }
 
 // interopQueries are sent to NSD and signpost alike. They include every

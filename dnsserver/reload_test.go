@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/signpost-dev/signpost/internal/testenv"
 )
 
 // TestReloadUnderLoad swaps between two models while clients query over
@@ -147,7 +148,7 @@ func TestListenAndServe(t *testing.T) {
 	s.SetModel(testModel(t, testTOML))
 	// A port free for UDP and TCP, as ListenAndServe uses the same port
 	// for both and does not say which one it got for :0.
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	errc := make(chan error, 1)
 	go func() { errc <- s.ListenAndServe(addr) }()
 	cl := &dns.Client{Net: "udp", Timeout: 200 * time.Millisecond}

@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/signpost-dev/signpost/config"
+	"github.com/signpost-dev/signpost/internal/testenv"
 )
 
 // floodTOML serves a zone with a TXT RRset of about 1 KB, the kind of
@@ -344,9 +345,9 @@ func startNSDWith(t testing.TB, m *config.Model, extra string) string {
 		t.Skip("nsd not installed (apt-get install nsd): skipping the comparison with NSD")
 	}
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	var conf strings.Builder
-	conf.WriteString(nsdServerConf(dir, port, 1, extra))
+	conf.WriteString(testenv.NSDServerConf(dir, port, 1, extra))
 	for i, z := range m.Zones {
 		var buf bytes.Buffer
 		if err := z.WriteMasterFile(&buf); err != nil {
@@ -362,7 +363,7 @@ func startNSDWith(t testing.TB, m *config.Model, extra string) string {
 	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	runDaemon(t, nsd, "-d", "-c", confPath)
+	testenv.RunDaemon(t, nsd, "-d", "-c", confPath)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	c := listenFrom(t, "127.6.0.1") // a prefix of its own, not to use up the flood's
 	deadline := time.Now().Add(10 * time.Second)

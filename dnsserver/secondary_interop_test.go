@@ -8,93 +8,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/signpost-dev/signpost/internal/testenv"
 )
 
 // The interop tests run real NSD and Knot as secondaries of signpost, and
 // real nsupdate and knsupdate against it, all on loopback ports picked at
 // run time. Each skips when its program is not installed (Debian packages
 // nsd, knot, bind9-dnsutils, knot-dnsutils).
-
-// runDaemon starts a server program in the foreground, logging to the
-// test on failure, and stops it with SIGTERM (its children with it) at the
-// end of the test.
-func runDaemon(t testing.TB, name string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	dieWithParent(cmd)
-	var logs syncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, logs.String())
-		}
-	})
-}
-
-// nsdServerConf is the server: and remote-control: part of an nsd.conf
-// for a foreground NSD on 127.0.0.1:port keeping its files in dir; extra
-// lines go at the end of server:.
-func nsdServerConf(dir string, port, verbosity int, extra string) string {
-	return fmt.Sprintf(`server:
-  ip-address: 127.0.0.1@%d
-  port: %d
-  username: ""
-  chroot: ""
-  zonesdir: %q
-  database: ""
-  pidfile: %q
-  xfrdfile: %q
-  zonelistfile: %q
-  server-count: 1
-  verbosity: %d
-%sremote-control:
-  control-enable: no
-`, port, port, dir, filepath.Join(dir, "nsd.pid"), filepath.Join(dir, "xfrd.state"), filepath.Join(dir, "zone.list"), verbosity, extra)
-}
-
-// waitSOA polls addr until it answers zone's SOA with serial, and returns
-// how long that took. Polling is the only way to see another process pick
-// up a change; the 10ms tick bounds the error of the figure.
-func waitSOA(t *testing.T, addr, zone string, serial uint32, limit time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	cl := &dns.Client{Net: "udp", Timeout: 500 * time.Millisecond}
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var last string
-	for {
-		q := new(dns.Msg)
-		q.SetQuestion(zone, dns.TypeSOA)
-		if r, _, err := cl.Exchange(q, addr); err != nil {
-			last = err.Error()
-		} else if len(r.Answer) == 1 && r.Answer[0].(*dns.SOA).Serial == serial && r.Authoritative {
-			return time.Since(start)
-		} else {
-			last = r.String()
-		}
-		if time.Since(start) > limit {
-			t.Fatalf("%s did not serve %s with serial %d within %s; last answer: %s", addr, zone, serial, limit, last)
-		}
-		<-tick.C
-	}
-}
 
 // sameAnswers asks signpost and the secondary the same questions and
 // requires the same replies (records compared as sets). With minimal set,
@@ -165,7 +89,7 @@ func followChange(t *testing.T, s *testServer, secondary, name string, change fu
 	if serial == before {
 		t.Fatalf("%s: the serial did not change", name)
 	}
-	waitSOA(t, secondary, "chat.example.com.", serial, 15*time.Second)
+	testenv.WaitSOA(t, secondary, "chat.example.com.", serial, 15*time.Second)
 	t.Logf("%s -> secondary serving serial %d: %.3fs", name, serial, time.Since(start).Seconds())
 }
 
@@ -178,7 +102,7 @@ func TestInteropNSDSecondary(t *testing.T) {
 	if err != nil {
 		t.Skip("nsd not installed (apt-get install nsd): skipping NSD as a secondary")
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	nsdAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	text := secondaryTOML(nsdAddr)
 	s := startOnePort(t, testModel(t, text), Options{})
@@ -186,7 +110,7 @@ func TestInteropNSDSecondary(t *testing.T) {
 
 	dir := t.TempDir()
 	var conf strings.Builder
-	conf.WriteString(nsdServerConf(dir, port, 2, ""))
+	conf.WriteString(testenv.NSDServerConf(dir, port, 2, ""))
 	fmt.Fprintf(&conf, `key:
   name: %q
   algorithm: hmac-sha256
@@ -204,11 +128,11 @@ func TestInteropNSDSecondary(t *testing.T) {
 	if err := os.WriteFile(confPath, []byte(conf.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	runDaemon(t, nsd, "-d", "-c", confPath)
+	testenv.RunDaemon(t, nsd, "-d", "-c", confPath)
 
-	d := waitSOA(t, nsdAddr, "chat.example.com.", 1, 15*time.Second)
+	d := testenv.WaitSOA(t, nsdAddr, "chat.example.com.", 1, 15*time.Second)
 	t.Logf("NSD start -> first zone copied: %.3fs", d.Seconds())
-	waitSOA(t, nsdAddr, "matrix.test.", 1, 15*time.Second)
+	testenv.WaitSOA(t, nsdAddr, "matrix.test.", 1, 15*time.Second)
 	sameAnswers(t, s.udp, nsdAddr, false, fallbackQueries...)
 
 	followChange(t, s, nsdAddr, "reload", func() {
@@ -232,7 +156,7 @@ func TestInteropKnotCatalog(t *testing.T) {
 	if err != nil {
 		t.Skip("knotd not installed (apt-get install knot): skipping Knot as a secondary")
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	knotAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	text := secondaryTOML(knotAddr)
 	s := startOnePort(t, testModel(t, text), Options{})
@@ -281,11 +205,11 @@ zone:
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	runDaemon(t, knotd, "-c", confPath)
+	testenv.RunDaemon(t, knotd, "-c", confPath)
 
-	d := waitSOA(t, knotAddr, "chat.example.com.", 1, 15*time.Second)
+	d := testenv.WaitSOA(t, knotAddr, "chat.example.com.", 1, 15*time.Second)
 	t.Logf("Knot start -> member zone found in the catalog and copied: %.3fs", d.Seconds())
-	waitSOA(t, knotAddr, "matrix.test.", 1, 15*time.Second)
+	testenv.WaitSOA(t, knotAddr, "matrix.test.", 1, 15*time.Second)
 	sameAnswers(t, s.udp, knotAddr, true, fallbackQueries...)
 
 	followChange(t, s, knotAddr, "reload", func() {

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package dnsserver
+package testenv
 
 import "os/exec"
 

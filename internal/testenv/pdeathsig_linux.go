@@ -1,4 +1,4 @@
-package dnsserver
+package testenv
 
 import (
 	"os/exec"

@@ -1,0 +1,147 @@
+// Package testenv runs the reference programs tests talk to (NSD, Knot and
+// other daemons) on loopback ports picked at run time. It imports nothing
+// of ours.
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Daemon is a server program started by RunDaemon.
+type Daemon struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	logs syncBuffer
+	once sync.Once
+}
+
+// RunDaemon starts a server program in the foreground, logging its output
+// to the test on failure, and stops it with SIGTERM (its children with it)
+// at the end of the test unless Stop did so before.
+func RunDaemon(t testing.TB, name string, args ...string) *Daemon {
+	t.Helper()
+	d := &Daemon{name: name, cmd: exec.Command(name, args...), done: make(chan struct{})}
+	dieWithParent(d.cmd)
+	d.cmd.Stdout, d.cmd.Stderr = &d.logs, &d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.Stop()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, d.logs.String())
+		}
+	})
+	return d
+}
+
+// Stop ends the program with SIGTERM, or SIGKILL after 10 seconds, and
+// returns once it has exited.
+func (d *Daemon) Stop() {
+	d.once.Do(func() {
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(10 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
+	})
+}
+
+// NSDServerConf is the server: and remote-control: part of an nsd.conf
+// for a foreground NSD on 127.0.0.1:port keeping its files in dir; extra
+// lines go at the end of server:.
+func NSDServerConf(dir string, port, verbosity int, extra string) string {
+	return fmt.Sprintf(`server:
+  ip-address: 127.0.0.1@%d
+  port: %d
+  username: ""
+  chroot: ""
+  zonesdir: %q
+  database: ""
+  pidfile: %q
+  xfrdfile: %q
+  zonelistfile: %q
+  server-count: 1
+  verbosity: %d
+%sremote-control:
+  control-enable: no
+`, port, port, dir, filepath.Join(dir, "nsd.pid"), filepath.Join(dir, "xfrd.state"), filepath.Join(dir, "zone.list"), verbosity, extra)
+}
+
+// FreePort returns a port that was free for both UDP and TCP on 127.0.0.1.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		_ = l.Close()
+		if err == nil {
+			_ = pc.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// WaitSOA polls addr until it answers zone's SOA with serial, and returns
+// how long that took. Polling is the only way to see another process pick
+// up a change; the 10ms tick bounds the error of the figure.
+func WaitSOA(t testing.TB, addr, zone string, serial uint32, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	cl := &dns.Client{Net: "udp", Timeout: 500 * time.Millisecond}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var last string
+	for {
+		q := new(dns.Msg)
+		q.SetQuestion(zone, dns.TypeSOA)
+		if r, _, err := cl.Exchange(q, addr); err != nil {
+			last = err.Error()
+		} else if len(r.Answer) == 1 && r.Answer[0].(*dns.SOA).Serial == serial && r.Authoritative {
+			return time.Since(start)
+		} else {
+			last = r.String()
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("%s did not serve %s with serial %d within %s; last answer: %s", addr, zone, serial, limit, last)
+		}
+		<-tick.C
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
