@@ -22,7 +22,7 @@ type Daemon struct {
 	name string
 	cmd  *exec.Cmd
 	done chan struct{}
-	logs syncBuffer
+	logs SyncBuffer
 	once sync.Once
 }
 
@@ -129,18 +129,20 @@ func WaitSOA(t testing.TB, addr, zone string, serial uint32, limit time.Duration
 	}
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent use: a log handler's
+// output that a test reads while servers write.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
