@@ -102,7 +102,7 @@ type certCollector Manager
 
 var (
 	descNotAfter = prometheus.NewDesc("signpost_certificate_not_after_seconds",
-		"When the certificate served for a name expires, in Unix seconds.", []string{"name"}, nil)
+		"When the certificate served for a name expires, in Unix seconds; 0 while it has none.", []string{"name"}, nil)
 	descLastFailure = prometheus.NewDesc("signpost_certificate_last_failure_timestamp_seconds",
 		"When obtaining or renewing a name's certificate last failed, in Unix seconds; absent if never.", []string{"name"}, nil)
 	descAttempts = prometheus.NewDesc("signpost_certificate_attempts_total",
@@ -123,13 +123,16 @@ func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 	m := (*Manager)(c)
-	for name, t := range m.NotAfter() {
-		ch <- prometheus.MustNewConstMetric(descNotAfter, prometheus.GaugeValue, float64(t.Unix()), name)
-	}
+	notAfter := m.NotAfter()
 	wanted := map[string]bool{}
 	if mod := m.model.Load(); mod != nil {
 		for _, n := range mod.CertificateNames() {
 			wanted[n] = true
+			v := 0.0 // none yet: as urgent as an expired one
+			if t, ok := notAfter[n]; ok {
+				v = float64(t.Unix())
+			}
+			ch <- prometheus.MustNewConstMetric(descNotAfter, prometheus.GaugeValue, v, n)
 		}
 	}
 	st := &m.stats

@@ -23,13 +23,15 @@ func TestImports(t *testing.T) {
 		"httpserver": {[]string{"config"}, "httpserver gets certificates as a *tls.Config and never imports acme or certmagic's users"},
 		"acme":       {[]string{"config"}, "acme declares the TXT store it needs; main hands it dnsserver"},
 		"probe":      {[]string{"config"}, "probe looks at the world from outside, like a remote server"},
+		"syncwatch":  {[]string{"config"}, "the watch reads serials through a function main passes; it never imports the DNS server"},
+		"monitor":    {nil, "monitor serves whatever collectors main registers; it knows none of them"},
 	}
 	for pkg, rule := range rules {
 		out, err := exec.Command("go", "list", "-deps", mod+pkg).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go list -deps %s%s: %v\n%s", mod, pkg, err, out)
 		}
-		if !strings.Contains(string(out), mod+"config") && pkg != "config" && pkg != "probe" {
+		if !strings.Contains(string(out), mod+"config") && pkg != "config" && pkg != "probe" && pkg != "monitor" {
 			t.Errorf("%s does not depend on config; go list printed:\n%s", pkg, out)
 		}
 		for _, dep := range strings.Fields(string(out)) {

@@ -33,7 +33,7 @@ func main() {
 // Exit codes, as DESIGN.md fixes them.
 const (
 	exitOK    = 0
-	exitFail  = 1 // invalid config or failed probe
+	exitFail  = 1 // invalid config, failed probe, status needing attention
 	exitUsage = 2
 )
 
@@ -48,6 +48,9 @@ type env struct {
 	// reloaded after each reload with its outcome (nil: swapped in).
 	ready    func(bound)
 	reloaded func(error)
+	// watchEvery is the pause between checks of the secondaries; one
+	// minute if zero.
+	watchEvery time.Duration
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -58,15 +61,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 const usage = `usage:
-  signpost serve    [-config FILE]   run DNS + HTTP(S) until SIGINT/SIGTERM; SIGHUP reloads
+  signpost serve    [-config FILE] [-log-format text|json]
+                                     run DNS + HTTP(S) until SIGINT/SIGTERM; SIGHUP reloads
   signpost validate [-config FILE]   check the file, print what would be served
   signpost zone     [-config FILE]   print every zone as an RFC 1035 master file
   signpost probe    NAME [-resolver HOST:PORT] [-ca-file PEM] [-json]
                                      discover NAME as a remote homeserver and a client would
+  signpost status   [-config FILE] [-addr HOST:PORT] [-json]
+                                     ask the running signpost how it is doing (metrics.listen)
   signpost version
 
 The config file is -config, else $SIGNPOST_CONFIG, else signpost.toml.
-Exit codes: 0 ok, 1 invalid config or failed probe, 2 usage error.
+Exit codes: 0 ok, 1 invalid config, failed probe or status that needs
+attention, 2 usage error.
 `
 
 func (e env) run(ctx context.Context, args []string) int {
@@ -84,6 +91,8 @@ func (e env) run(ctx context.Context, args []string) int {
 		return e.zone(args)
 	case "probe":
 		return e.probe(ctx, args)
+	case "status":
+		return e.status(ctx, args)
 	case "version":
 		fmt.Fprintf(e.stdout, "signpost %s %s %s/%s\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -96,10 +105,14 @@ func (e env) run(ctx context.Context, args []string) int {
 }
 
 // configFlags parses the flags of the commands that only take -config.
-func (e env) configFlags(name string, args []string) (path string, code int) {
+// more, if given, defines the command's other flags.
+func (e env) configFlags(name string, args []string, more ...func(*flag.FlagSet)) (path string, code int) {
 	fs := flag.NewFlagSet("signpost "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.StringVar(&path, "config", e.defaultConfig(), "configuration `file`")
+	for _, f := range more {
+		f(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return "", exitOK

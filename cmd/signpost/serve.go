@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -17,23 +18,33 @@ import (
 	"github.com/signpost-dev/signpost/config"
 	"github.com/signpost-dev/signpost/dnsserver"
 	"github.com/signpost-dev/signpost/httpserver"
+	"github.com/signpost-dev/signpost/monitor"
+	"github.com/signpost-dev/signpost/syncwatch"
 )
 
 // bound lists the addresses serve actually listens on, which differ from
 // the configured ones when a port is 0 (tests).
 type bound struct {
-	DNS   []string // each served over UDP and TCP
-	HTTPS string
-	Plain string
+	DNS     []string // each served over UDP and TCP
+	HTTPS   string
+	Plain   string
+	Metrics string // "" without [metrics] listen
 }
 
 // shutdownGrace is how long in-flight requests get to finish on SIGTERM.
 const shutdownGrace = 5 * time.Second
 
 func (e env) serve(ctx context.Context, args []string) int {
-	path, code := e.configFlags("serve", args)
+	logFormat := "text"
+	path, code := e.configFlags("serve", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&logFormat, "log-format", logFormat, "log `format`: text or json (one JSON object per line)")
+	})
 	if code >= 0 {
 		return code
+	}
+	if logFormat != "text" && logFormat != "json" {
+		fmt.Fprintf(e.stderr, "signpost serve: -log-format %q: use text or json\n", logFormat)
+		return exitUsage
 	}
 	model, ok := e.load(path, nil)
 	if !ok {
@@ -62,7 +73,11 @@ func (e env) serve(ctx context.Context, args []string) int {
 	if e.getenv("SIGNPOST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	var handler slog.Handler = slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})
+	if logFormat == "json" {
+		handler = slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level})
+	}
+	log := slog.New(handler)
 	for _, w := range model.Warnings {
 		log.Warn("config", "problem", w.String())
 	}
@@ -117,6 +132,15 @@ func (e env) serve(ctx context.Context, args []string) int {
 	}
 	closers = append(closers, func() { plainL.Close() })
 	b.HTTPS, b.Plain = tlsL.Addr().String(), plainL.Addr().String()
+	var metricsL net.Listener
+	if model.Metrics.Listen != "" {
+		if metricsL, err = httpLC.Listen(ctx, "tcp", model.Metrics.Listen); err != nil {
+			log.Error("cannot listen", "err", fmt.Errorf("metrics: %w", explainInUse("metrics.listen", model.Metrics.Listen, err)))
+			return exitFail
+		}
+		closers = append(closers, func() { metricsL.Close() })
+		b.Metrics = metricsL.Addr().String()
+	}
 
 	// Two readers per socket: listenDNS opened one SO_REUSEPORT socket per
 	// core, and the kernel spreads queries over them by a hash of the
@@ -176,7 +200,19 @@ func (e env) serve(ctx context.Context, args []string) int {
 		return exitFail
 	}
 
-	errc := make(chan error, (runtime.GOMAXPROCS(0)+1)*len(dnsLs)+2)
+	// The secondaries are watched from here, not by dnsserver: it is a
+	// client of other servers, and runs only while DNS is served.
+	watch := syncwatch.New(syncwatch.Options{Logger: log.With("part", "secondaries"), Serials: dnsSrv.Serials, Every: e.watchEvery})
+	watch.SetModel(model)
+	if dnsOn {
+		wctx, stopWatch := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() { watch.Run(wctx); close(watched) }()
+		closers = append(closers, func() { stopWatch(); <-watched })
+	}
+	pm := newProcessMetrics(b, b.Metrics, e.now(), dnsSrv.Metrics(), httpSrv.Metrics(), certs.Metrics(), watch.Metrics())
+
+	errc := make(chan error, (runtime.GOMAXPROCS(0)+1)*len(dnsLs)+3)
 	running := 0
 	start := func(serve func() error) {
 		running++
@@ -190,12 +226,26 @@ func (e env) serve(ctx context.Context, args []string) int {
 	}
 	start(func() error { return httpSrv.ServeTLS(tlsL) })
 	start(func() error { return httpSrv.ServePlain(plainL) })
+	var mon *monitor.Server
+	if metricsL != nil {
+		mon = monitor.New(monitor.Options{
+			Logger:   log.With("part", "metrics"),
+			Gatherer: pm.reg,
+			Ready:    func() []string { return notReady(current.Load(), certs, e.now()) },
+			Now:      e.now,
+		})
+		start(func() error { return mon.Serve(metricsL) })
+	}
 
 	dnsAt := any(b.DNS)
 	if !dnsOn {
 		dnsAt = "off"
 	}
-	log.Info("serving", "config", path, "dns", dnsAt, "https", b.HTTPS, "http", b.Plain,
+	metricsAt := b.Metrics
+	if metricsAt == "" {
+		metricsAt = "off"
+	}
+	log.Info("serving", "config", path, "dns", dnsAt, "https", b.HTTPS, "http", b.Plain, "metrics", metricsAt,
 		"zones", len(model.Zones), "server_names", len(model.Delegations))
 	if e.ready != nil {
 		e.ready(b)
@@ -210,10 +260,10 @@ loop:
 			break loop
 		case <-e.hup:
 			next, err := config.Load(path, config.Options{Now: e.now, Previous: model})
-			if err == nil && (!slices.Equal(next.DNS.Listen, model.DNS.Listen) || next.HTTP.Listen != model.HTTP.Listen || next.HTTP.PlainListen != model.HTTP.PlainListen) {
+			if err == nil && (!slices.Equal(next.DNS.Listen, model.DNS.Listen) || next.HTTP.Listen != model.HTTP.Listen || next.HTTP.PlainListen != model.HTTP.PlainListen || next.Metrics.Listen != model.Metrics.Listen) {
 				// The sockets stay what they are until a restart; serving a
 				// model that names other ones would send clients there.
-				err = errors.New("listen addresses changed (dns.listen, http.listen or http.plain_listen); restart signpost to apply them")
+				err = errors.New("listen addresses changed (dns.listen, http.listen, http.plain_listen or metrics.listen); restart signpost to apply them")
 			}
 			if err != nil {
 				logRejected(log, path, err)
@@ -226,12 +276,14 @@ loop:
 				if err := certs.SetModel(ctx, next); err != nil {
 					log.Error("certificates", "err", err)
 				}
+				watch.SetModel(next)
 				model = next
 				for _, w := range model.Warnings {
 					log.Warn("config", "problem", w.String())
 				}
 				log.Info("reloaded", "config", path, "zones", len(model.Zones), "server_names", len(model.Delegations))
 			}
+			pm.reloaded(err, e.now())
 			if e.reloaded != nil {
 				e.reloaded(err)
 			}
@@ -250,6 +302,11 @@ loop:
 	}
 	if err := dnsSrv.Shutdown(sctx); err != nil {
 		log.Warn("dns shutdown", "err", err)
+	}
+	if mon != nil {
+		if err := mon.Shutdown(sctx); err != nil {
+			log.Warn("metrics shutdown", "err", err)
+		}
 	}
 	// Whoever starts a goroutine sees it stop.
 	for ; running > 0; running-- {

@@ -54,6 +54,7 @@ func loopback(text string) string {
 		`"127.0.0.1:8053"`, `"127.0.0.1:0"`,
 		`"127.0.0.1:8443"`, `"127.0.0.1:0"`,
 		`"127.0.0.1:8080"`, `"127.0.0.1:0"`,
+		`"127.0.0.1:9153"`, `"127.0.0.1:0"`,
 	)
 	return r.Replace(text)
 }
@@ -313,7 +314,7 @@ func TestServeStorageProblem(t *testing.T) {
 	text := strings.Replace(loopback(readExample(t, "local.toml")), `mode = "self-signed"`,
 		"mode = \"acme\"\nstorage = \"testdata/not-a-directory/storage\"\nchallenges = [\"dns-01\"]", 1)
 	in := startServe(t, text, nil)
-	want := `level=ERROR msg=storage problem="` + in.config + `:18: acme.storage: \"testdata/not-a-directory/storage\" is under a regular file testdata/not-a-directory; remove testdata/not-a-directory or set acme.storage to a directory elsewhere"`
+	want := `level=ERROR msg=storage problem="` + in.config + `:19: acme.storage: \"testdata/not-a-directory/storage\" is under a regular file testdata/not-a-directory; remove testdata/not-a-directory or set acme.storage to a directory elsewhere"`
 	if log := in.stderr.String(); !strings.Contains(log, want) {
 		t.Errorf("log has no line\n%s\nlog:\n%s", want, log)
 	}
