@@ -99,7 +99,7 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	}
 	st := StatusOf(mfs, s.o.Now())
 	if s.o.Ready != nil {
-		st.NotReady = s.o.Ready()
+		st.NotReady = append(st.NotReady, s.o.Ready()...)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)

@@ -37,7 +37,7 @@ type Reload struct {
 	Failed    int `json:"failed"`
 	// LastSuccess is when the configuration served was loaded: at start,
 	// or by the last reload that was not rejected.
-	LastSuccess  time.Time `json:"last_success"`
+	LastSuccess  time.Time `json:"last_success,omitzero"`
 	LastRejected bool      `json:"last_rejected"`
 }
 
@@ -48,8 +48,8 @@ type Zone struct {
 
 type Certificate struct {
 	Name        string    `json:"name"`
-	NotAfter    time.Time `json:"not_after"` // zero: none yet
-	LastFailure time.Time `json:"last_failure"`
+	NotAfter    time.Time `json:"not_after,omitzero"` // absent: none yet
+	LastFailure time.Time `json:"last_failure,omitzero"`
 }
 
 type Secondary struct {

@@ -61,6 +61,12 @@ func loopback(text string) string {
 
 func startServe(t *testing.T, text string, hup chan os.Signal) *instance {
 	t.Helper()
+	return startServeWith(t, text, hup, nil)
+}
+
+// startServeWith is startServe with the env changed by set first.
+func startServeWith(t *testing.T, text string, hup chan os.Signal, set func(*env)) *instance {
+	t.Helper()
 	in := &instance{
 		t:       t,
 		config:  filepath.Join(t.TempDir(), "signpost.toml"),
@@ -78,6 +84,9 @@ func startServe(t *testing.T, text string, hup chan os.Signal) *instance {
 	e := env{
 		stdout: io.Discard, stderr: in.stderr, getenv: func(string) string { return "" }, now: time.Now,
 		hup: in.hup, ready: func(b bound) { ready <- b }, reloaded: func(err error) { in.reloads <- err },
+	}
+	if set != nil {
+		set(&e)
 	}
 	go func() { in.done <- e.run(ctx, []string{"serve", "-config", in.config}) }()
 	select {

@@ -113,53 +113,60 @@ func printStatus(w io.Writer, st monitor.Status, now time.Time) {
 			fmt.Fprintf(w, "  ! %s\n", p)
 		}
 	}
-	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nlisteners")
+	table := func(title string, rows [][]string) {
+		if len(rows) == 0 {
+			return
+		}
+		fmt.Fprintf(w, "\n%s:\n", title)
+		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		for _, r := range rows {
+			fmt.Fprintf(tw, "  %s\n", strings.Join(r, "\t"))
+		}
+		tw.Flush()
+	}
+	var rows [][]string
 	for _, l := range st.Listeners {
-		fmt.Fprintf(tw, "  %s\t%s\n", l.Kind, l.Address)
+		rows = append(rows, []string{l.Kind, l.Address})
 	}
-	if len(st.Zones) > 0 {
-		fmt.Fprintln(tw, "\nzones\tserial")
-		for _, z := range st.Zones {
-			fmt.Fprintf(tw, "  %s\t%d\n", z.Zone, z.Serial)
+	table("listeners", rows)
+	rows = nil
+	for _, z := range st.Zones {
+		rows = append(rows, []string{z.Zone, fmt.Sprintf("serial %d", z.Serial)})
+	}
+	table("zones", rows)
+	rows = nil
+	for _, c := range st.Certificates {
+		state := "ok"
+		switch left := c.NotAfter.Sub(now); {
+		case c.NotAfter.IsZero():
+			state = "NONE YET"
+		case left <= 0:
+			state = "EXPIRED"
+		case left < monitor.CertificateWarning:
+			state = "RENEWAL OVERDUE"
 		}
-	}
-	if len(st.Certificates) > 0 {
-		fmt.Fprintln(tw, "\ncertificates\texpires\t")
-		for _, c := range st.Certificates {
-			state := "ok"
-			switch left := c.NotAfter.Sub(now); {
-			case c.NotAfter.IsZero():
-				state = "none yet"
-			case left <= 0:
-				state = "EXPIRED"
-			case left < monitor.CertificateWarning:
-				state = "RENEWAL OVERDUE"
-			}
-			if !c.LastFailure.IsZero() {
-				state += ", last attempt failed " + day(c.LastFailure)
-			}
-			expires := "-"
-			if !c.NotAfter.IsZero() {
-				expires = fmt.Sprintf("%s (%d days)", day(c.NotAfter), int(c.NotAfter.Sub(now)/(24*time.Hour)))
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\n", c.Name, expires, state)
+		if !c.LastFailure.IsZero() {
+			state += ", last attempt failed " + day(c.LastFailure)
 		}
-	}
-	if len(st.Secondaries) > 0 {
-		fmt.Fprintln(tw, "\nsecondaries\tzone\t")
-		for _, s := range st.Secondaries {
-			state := fmt.Sprintf("in sync, serial %d", s.Serial)
-			switch {
-			case s.Behind && !s.Up:
-				state = fmt.Sprintf("BEHIND for %s: no answer", time.Duration(s.BehindSeconds)*time.Second)
-			case s.Behind:
-				state = fmt.Sprintf("BEHIND for %s: serial %d", time.Duration(s.BehindSeconds)*time.Second, s.Serial)
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.Secondary, s.Zone, state)
+		expires := "-"
+		if !c.NotAfter.IsZero() {
+			expires = fmt.Sprintf("expires %s (%d days)", day(c.NotAfter), int(c.NotAfter.Sub(now)/(24*time.Hour)))
 		}
+		rows = append(rows, []string{c.Name, expires, state})
 	}
-	tw.Flush()
+	table("certificates", rows)
+	rows = nil
+	for _, s := range st.Secondaries {
+		state := fmt.Sprintf("in sync, serial %d", s.Serial)
+		switch {
+		case s.Behind && !s.Up:
+			state = fmt.Sprintf("BEHIND for %s: no answer", time.Duration(s.BehindSeconds)*time.Second)
+		case s.Behind:
+			state = fmt.Sprintf("BEHIND for %s: serial %d", time.Duration(s.BehindSeconds)*time.Second, s.Serial)
+		}
+		rows = append(rows, []string{s.Secondary, s.Zone, state})
+	}
+	table("secondaries", rows)
 	r := st.Reload
 	last := "loaded " + day(r.LastSuccess)
 	if r.LastRejected {
