@@ -52,13 +52,14 @@ func TestObtain(t *testing.T) {
 			// expiry of the certificate served.
 			vs := promtest.Values(t, in.mgr.Metrics())
 			want := map[string]float64{
-				`signpost_certificate_attempts_total{action="obtain"}`:                  1,
-				`signpost_certificate_attempts_total{action="renew"}`:                   0,
-				`signpost_certificate_failures_total{action="obtain"}`:                  0,
-				`signpost_certificate_failures_total{action="renew"}`:                   0,
-				`signpost_certificate_not_after_seconds{name="` + name + `"}`:           float64(leaf.NotAfter.Unix()),
-				`signpost_acme_challenges_total{challenge="` + challenge + `"}`:         1,
-				`signpost_acme_challenge_failures_total{challenge="` + challenge + `"}`: 0,
+				`signpost_certificate_attempts_total{action="obtain"}`:                     1,
+				`signpost_certificate_attempts_total{action="renew"}`:                      0,
+				`signpost_certificate_failures_total{action="obtain"}`:                     0,
+				`signpost_certificate_failures_total{action="renew"}`:                      0,
+				`signpost_certificate_last_failure_timestamp_seconds{name="` + name + `"}`: 0,
+				`signpost_certificate_not_after_seconds{name="` + name + `"}`:              float64(leaf.NotAfter.Unix()),
+				`signpost_acme_challenges_total{challenge="` + challenge + `"}`:            1,
+				`signpost_acme_challenge_failures_total{challenge="` + challenge + `"}`:    0,
 			}
 			for _, other := range []string{config.ChallengeHTTP01, config.ChallengeTLSALPN01, config.ChallengeDNS01} {
 				if other != challenge {

@@ -1,7 +1,6 @@
 package acme
 
 import (
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -104,7 +103,7 @@ var (
 	descNotAfter = prometheus.NewDesc("signpost_certificate_not_after_seconds",
 		"When the certificate served for a name expires, in Unix seconds; 0 while it has none.", []string{"name"}, nil)
 	descLastFailure = prometheus.NewDesc("signpost_certificate_last_failure_timestamp_seconds",
-		"When obtaining or renewing a name's certificate last failed, in Unix seconds; absent if never.", []string{"name"}, nil)
+		"When obtaining or renewing a name's certificate last failed, in Unix seconds; 0 if never.", []string{"name"}, nil)
 	descAttempts = prometheus.NewDesc("signpost_certificate_attempts_total",
 		"Certificate obtains and renewals begun, by action (obtain or renew).", []string{"action"}, nil)
 	descFailures = prometheus.NewDesc("signpost_certificate_failures_total",
@@ -138,10 +137,12 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 	st := &m.stats
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for _, name := range slices.Sorted(maps.Keys(st.lastFail)) {
-		if wanted[name] {
-			ch <- prometheus.MustNewConstMetric(descLastFailure, prometheus.GaugeValue, float64(st.lastFail[name].Unix()), name)
+	for name := range wanted {
+		v := 0.0 // never
+		if t, ok := st.lastFail[name]; ok {
+			v = float64(t.Unix())
 		}
+		ch <- prometheus.MustNewConstMetric(descLastFailure, prometheus.GaugeValue, v, name)
 	}
 	for a, action := range actions {
 		ch <- prometheus.MustNewConstMetric(descAttempts, prometheus.CounterValue, float64(st.attempts[a]), action)

@@ -20,7 +20,7 @@ import (
 
 // TestStatus runs signpost serve with a secondary that does not answer,
 // and compares what `signpost status` prints, for people and as JSON,
-// with testdata/status-*.golden: first with the secondary behind, then
+// with testdata/status/*.golden: first with the secondary behind, then
 // also with a reload rejected. Times, durations, serials and ports are
 // normalised; `go test -update` rewrites the files.
 func TestStatus(t *testing.T) {
@@ -65,7 +65,7 @@ func TestStatus(t *testing.T) {
 	}
 	check := func(name, got string) {
 		t.Helper()
-		path := filepath.Join("testdata", name+".golden")
+		path := filepath.Join("testdata", "status", name+".golden")
 		if *update {
 			if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
 				t.Fatal(err)
@@ -80,14 +80,14 @@ func TestStatus(t *testing.T) {
 			t.Errorf("%s:\n--- got ---\n%s--- want ---\n%s", path, got, want)
 		}
 	}
-	check("status-behind", run())
-	check("status-behind-json", run("-json"))
+	check("behind", run())
+	check("behind-json", run("-json"))
 
 	in.write(strings.Replace(text, `server      = "hs.chat.example.test:8448"`, `server      = "hs.chat.example.test"`, 1))
 	if err := in.reload(func() { in.hup <- syscall.SIGHUP }); err == nil {
 		t.Fatal("reload of a broken file succeeded")
 	}
-	check("status-rejected", run())
+	check("rejected", run())
 
 	// Without -addr, status finds the listener in the config file, even
 	// one a reload rejected.
