@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -197,3 +200,48 @@ func TestServeMetrics(t *testing.T) {
 }
 
 func runtimeVersion() string { return runtime.Version() }
+
+// TestServeLogJSON: with -log-format json every line of the log is one JSON
+// object with slog's keys; another format is a usage error.
+func TestServeLogJSON(t *testing.T) {
+	in := startServeWith(t, metricsTOML(t), nil, nil, "-log-format", "json")
+	in.query("udp", "chat.example.test.", dns.TypeA)
+	lines := strings.Split(strings.TrimSpace(in.stderr.String()), "\n")
+	serving := false
+	for _, l := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("log line is not JSON: %v\n%s", err, l)
+		}
+		if rec["msg"] == "serving" {
+			serving = rec["level"] == "INFO" && rec["metrics"] == in.addrs.Metrics && rec["https"] == in.addrs.HTTPS
+		}
+	}
+	if !serving {
+		t.Errorf("no INFO \"serving\" record with the metrics and https addresses:\n%s", in.stderr.String())
+	}
+
+	var stderr bytes.Buffer
+	e := env{stdout: io.Discard, stderr: &stderr, getenv: func(string) string { return "" }, now: time.Now}
+	if code := e.run(context.Background(), []string{"serve", "-log-format", "yaml", "-config", in.config}); code != exitUsage || stderr.String() != "signpost serve: -log-format \"yaml\": use text or json\n" {
+		t.Errorf("-log-format yaml: exit %d, stderr %q; want 2 and a usage error", code, stderr.String())
+	}
+}
+
+// TestServeNotReady: a name without a certificate (no CA reachable) makes
+// /readyz answer 503 naming it, and status report it, while /healthz says
+// the process is up.
+func TestServeNotReady(t *testing.T) {
+	text := strings.Replace(metricsTOML(t), `mode = "self-signed"`,
+		"mode = \"acme\"\nstorage = \""+t.TempDir()+"\"\nchallenges = [\"http-01\"]\ndirectory = \"https://127.0.0.1:1/directory\"", 1)
+	in := startServe(t, text, nil)
+	if code, body := in.scrape("/readyz"); code != http.StatusServiceUnavailable || body != "chat.example.test has no valid certificate\n" {
+		t.Errorf("/readyz: %d %q, want 503 naming chat.example.test", code, body)
+	}
+	if code, _ := in.scrape("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz: %d, want 200", code)
+	}
+	if v := in.metrics()[`signpost_certificate_not_after_seconds{name="chat.example.test"}`]; v != 0 {
+		t.Errorf("not_after of a name without a certificate: %v, want 0", v)
+	}
+}

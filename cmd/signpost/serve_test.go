@@ -64,8 +64,9 @@ func startServe(t *testing.T, text string, hup chan os.Signal) *instance {
 	return startServeWith(t, text, hup, nil)
 }
 
-// startServeWith is startServe with the env changed by set first.
-func startServeWith(t *testing.T, text string, hup chan os.Signal, set func(*env)) *instance {
+// startServeWith is startServe with the env changed by set first, and more
+// flags for serve.
+func startServeWith(t *testing.T, text string, hup chan os.Signal, set func(*env), flags ...string) *instance {
 	t.Helper()
 	in := &instance{
 		t:       t,
@@ -88,7 +89,7 @@ func startServeWith(t *testing.T, text string, hup chan os.Signal, set func(*env
 	if set != nil {
 		set(&e)
 	}
-	go func() { in.done <- e.run(ctx, []string{"serve", "-config", in.config}) }()
+	go func() { in.done <- e.run(ctx, append([]string{"serve", "-config", in.config}, flags...)) }()
 	select {
 	case in.addrs = <-ready:
 	case code := <-in.done:
