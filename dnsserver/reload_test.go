@@ -1,7 +1,6 @@
 package dnsserver
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -98,7 +97,7 @@ func TestReloadUnderLoad(t *testing.T) {
 // TestRecoverServfail breaks an index on purpose: the panic becomes
 // SERVFAIL and a log line, on UDP and TCP, and the server keeps serving.
 func TestRecoverServfail(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	s := startServer(t, testModel(t, testTOML), Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ix := s.ix.Load()
 	// A CNAME RRset with no records cannot come out of config; chasing it
@@ -122,23 +121,6 @@ func TestRecoverServfail(t *testing.T) {
 	if n := strings.Count(logs.String(), "recovered panic"); n != 2 {
 		t.Errorf("%d panic log lines, want 2:\n%s", n, logs.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestListenAndServe opens its own SO_REUSEPORT sockets and serves UDP and

@@ -12,12 +12,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/signpost-dev/signpost/internal/testenv"
 )
 
 // instance is one `signpost serve` run in-process on loopback ports.
@@ -27,25 +27,8 @@ type instance struct {
 	addrs   bound
 	hup     chan os.Signal
 	reloads chan error
-	stderr  *syncBuffer
+	stderr  *testenv.SyncBuffer
 	done    chan int
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // loopback rewrites a config's listen addresses to free loopback ports.
@@ -73,7 +56,7 @@ func startServeWith(t *testing.T, text string, hup chan os.Signal, set func(*env
 		config:  filepath.Join(t.TempDir(), "signpost.toml"),
 		hup:     hup,
 		reloads: make(chan error, 1),
-		stderr:  &syncBuffer{},
+		stderr:  &testenv.SyncBuffer{},
 		done:    make(chan int, 1),
 	}
 	if in.hup == nil {
