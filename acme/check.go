@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -95,7 +96,10 @@ func checkDatabase(url string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := db.Ping(ctx); err != nil {
-		return fmt.Errorf("%s cannot be used (%v); check that PostgreSQL runs there and that the user may connect and create tables (or that they exist)", pgstore.Redact(url), err)
+		// pgconn puts each address tried on a line of its own; this is
+		// one line of validate's output.
+		reason := strings.Join(strings.Fields(err.Error()), " ")
+		return fmt.Errorf("%s cannot be used (%s); check that PostgreSQL runs there and that the user may connect and create tables (or that they exist)", pgstore.Redact(url), reason)
 	}
 	return nil
 }

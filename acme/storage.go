@@ -64,6 +64,8 @@ type backend interface {
 	moveAside(ctx context.Context, keys []string, data []byte, suffix string) (map[string]string, error)
 	// close releases what the backend holds (connections, locks).
 	close()
+	// String names the storage for certmagic's logs, without a password.
+	String() string
 }
 
 // newStorage returns the storage acme.storage names: a postgres:// URL
