@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -52,34 +53,6 @@ func host(t testing.TB, addr string, n int) string {
 func (e *env) startNth(mod *config.Model, n int) *instance {
 	e.t.Helper()
 	return e.startOn(mod, host(e.t, e.plainAddr, n), host(e.t, e.tlsAddr, n), e.log.With("instance", strconv.Itoa(n)))
-}
-
-// waitAttrs returns the first record at or after since with message msg
-// and every attribute in attrs.
-func (l *logs) waitAttrs(t testing.TB, since int, msg string, attrs map[string]string) record {
-	t.Helper()
-	deadline := time.NewTimer(waitLimit)
-	defer deadline.Stop()
-	for {
-		l.mu.Lock()
-		for _, r := range l.records[since:] {
-			match := r.Msg == msg
-			for k, v := range attrs {
-				match = match && r.Attrs[k] == v
-			}
-			if match {
-				l.mu.Unlock()
-				return r
-			}
-		}
-		changed := l.changed
-		l.mu.Unlock()
-		select {
-		case <-changed:
-		case <-deadline.C:
-			t.Fatalf("no log record %q with %v within %s", msg, attrs, waitLimit)
-		}
-	}
 }
 
 // served waits until instance n answers a handshake for name with a
@@ -361,15 +334,9 @@ func (c *child) kill() {
 // lockRow returns the owner of lock name, or "" if it is not held.
 func lockRow(t *testing.T, url, name string) string {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	var owner string
-	err = conn.QueryRow(ctx, "SELECT owner FROM signpost_certmagic_locks WHERE name = $1", name).Scan(&owner)
-	if err != nil && err != pgx.ErrNoRows {
+	err := pgtest.QueryRow(t, url, []any{&owner}, "SELECT owner FROM signpost_certmagic_locks WHERE name = $1", name)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		t.Fatal(err)
 	}
 	return owner

@@ -76,12 +76,27 @@ func (l *logs) mark() int {
 // name attribute name (any name if empty).
 func (l *logs) wait(t testing.TB, since int, msg, name string) record {
 	t.Helper()
+	attrs := map[string]string{}
+	if name != "" {
+		attrs["name"] = name
+	}
+	return l.waitAttrs(t, since, msg, attrs)
+}
+
+// waitAttrs returns the first record at or after since with message msg
+// and every attribute in attrs.
+func (l *logs) waitAttrs(t testing.TB, since int, msg string, attrs map[string]string) record {
+	t.Helper()
 	deadline := time.NewTimer(waitLimit)
 	defer deadline.Stop()
 	for {
 		l.mu.Lock()
 		for _, r := range l.records[since:] {
-			if r.Msg == msg && (name == "" || r.Attrs["name"] == name) {
+			match := r.Msg == msg
+			for k, v := range attrs {
+				match = match && r.Attrs[k] == v
+			}
+			if match {
 				l.mu.Unlock()
 				return r
 			}
@@ -91,7 +106,7 @@ func (l *logs) wait(t testing.TB, since int, msg, name string) record {
 		select {
 		case <-changed:
 		case <-deadline.C:
-			t.Fatalf("no log record %q name=%q within %s", msg, name, waitLimit)
+			t.Fatalf("no log record %q with %v within %s", msg, attrs, waitLimit)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -251,7 +252,7 @@ func TestMoveAside(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]string{"c/x.crt": "c/x.crt.corrupt-T-2", "c/x.key": "c/x.key.corrupt-T"}; !mapsEqual(moved, want) {
+	if want := map[string]string{"c/x.crt": "c/x.crt.corrupt-T-2", "c/x.key": "c/x.key.corrupt-T"}; !maps.Equal(moved, want) {
 		t.Errorf("moved %v, want %v", moved, want)
 	}
 	got, err := s.List(ctx, "c", false)
@@ -289,18 +290,6 @@ func TestNoPasswordShown(t *testing.T) {
 	}
 }
 
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
 func expiry(t *testing.T, url, name string) time.Time {
 	t.Helper()
 	return queryTime(t, url, "SELECT expires FROM signpost_certmagic_locks WHERE name = '"+name+"'")
@@ -313,14 +302,8 @@ func dbNow(t *testing.T, url string) time.Time {
 
 func queryTime(t *testing.T, url, q string) time.Time {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	var v time.Time
-	if err := conn.QueryRow(ctx, q).Scan(&v); err != nil {
+	if err := pgtest.QueryRow(t, url, []any{&v}, q); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
 	return v

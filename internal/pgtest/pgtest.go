@@ -147,3 +147,18 @@ func (s *Server) NewDatabase(name string) string {
 	}
 	return s.URL(name)
 }
+
+// QueryRow runs query on the database at url, on a connection of its own,
+// and scans its one row into dest; the error is Scan's (pgx.ErrNoRows for
+// no row). Failing to connect fails the test.
+func QueryRow(t testing.TB, url string, dest []any, query string, args ...any) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	return conn.QueryRow(ctx, query, args...).Scan(dest...)
+}
