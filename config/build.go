@@ -258,13 +258,15 @@ func storageProblems(ps *problems, storage string) {
 		ps.errorf("acme.storage", "is not a valid PostgreSQL URL; write postgres://user@host:5432/database, percent-encoding special characters in the user name and password (%% as %%25, @ as %%40)")
 		return
 	}
+	shown := *u
+	shown.RawQuery = "" // may hold password=…
 	if u.Hostname() == "" {
-		ps.errorf("acme.storage", "%s names no host; write postgres://user@host:5432/database", u.Redacted())
+		ps.errorf("acme.storage", "%s names no host; write postgres://user@host:5432/database", shown.Redacted())
 	}
 	if strings.Trim(u.Path, "/") == "" {
-		ps.errorf("acme.storage", "%s names no database; write postgres://user@host:5432/database", u.Redacted())
+		ps.errorf("acme.storage", "%s names no database; write postgres://user@host:5432/database", shown.Redacted())
 	}
-	if _, ok := u.User.Password(); ok {
+	if _, ok := u.User.Password(); ok || u.Query().Has("password") {
 		ps.warnf("acme.storage", "the URL holds a password, so this file is as secret as the certificates' keys; consider leaving it out and setting PGPASSWORD or a ~/.pgpass file for the user signpost runs as")
 	}
 }

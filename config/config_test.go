@@ -206,7 +206,7 @@ func TestProblems(t *testing.T) {
 			[]string{`signpost.toml:17: http.plain_listen: "[::]:8443" is also http.listen; HTTPS and plain HTTP need ports of their own`}},
 		{"storage URL of another database", base + "[acme]\nstorage = \"mysql://u:pw@db/certs\"\n",
 			[]string{`signpost.toml:16: acme.storage: "mysql://…" is not a storage signpost knows; write a directory, e.g. "/var/lib/signpost", or a PostgreSQL URL, postgres://user@host:5432/database`}},
-		{"storage URL without host or database", base + "[acme]\nstorage = \"postgres://u:pw@/\"\n",
+		{"storage URL without host or database", base + "[acme]\nstorage = \"postgres://u:pw@/?password=pw2\"\n",
 			[]string{
 				`signpost.toml:16: acme.storage: postgres://u:xxxxx@/ names no host; write postgres://user@host:5432/database`,
 				`signpost.toml:16: acme.storage: postgres://u:xxxxx@/ names no database; write postgres://user@host:5432/database`,
