@@ -162,7 +162,7 @@ func (m *Manager) setUpACME(o Options) error {
 		return errors.New("acme: no directory URL")
 	}
 	if a.Storage == "" {
-		return errors.New("acme: no storage directory")
+		return errors.New("acme: no storage directory or URL")
 	}
 	offers := func(c string) bool { return slices.Contains(a.Challenges, c) }
 	useDNS, useHTTP, useALPN := offers(config.ChallengeDNS01), offers(config.ChallengeHTTP01), offers(config.ChallengeTLSALPN01)
@@ -206,7 +206,9 @@ func (m *Manager) setUpACME(o Options) error {
 	m.dnsAddr = []string{o.DNSAddr}
 	m.dnsWait = cmpOr(o.DNSWaitTimeout, 2*time.Minute)
 	m.alpn = useALPN
-	m.storage = newStorage(a.Storage, m.log)
+	if m.storage, err = newStorage(a.Storage, m.log); err != nil {
+		return err
+	}
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: m.configForCert,
 		Logger:           zl,

@@ -1,15 +1,23 @@
 package acme
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
+
+	"github.com/signpost-dev/signpost/pgstore"
 )
 
-// CheckStorage checks that dir can hold certificates: it is a directory
+// CheckStorage checks that dir can hold certificates. For a postgres://
+// URL, it connects, within five seconds, and creates the tables if they
+// are missing; the error names the database without its password. For a
+// directory: it is a directory
 // this process can write, or it does not exist yet and the nearest
 // directory above it is one this process can write (certmagic creates
 // the rest). It writes and removes a small file to find out, and creates
@@ -17,6 +25,9 @@ import (
 // fix it, without naming the configuration key: the caller knows where
 // dir was written.
 func CheckStorage(dir string) error {
+	if pgstore.IsURL(dir) {
+		return checkDatabase(dir)
+	}
 	if dir == "" {
 		return errors.New("is empty; set it to a directory signpost can write, e.g. \"/var/lib/signpost\"")
 	}
@@ -74,6 +85,23 @@ func CheckStorage(dir string) error {
 	default:
 		return fmt.Errorf("%q does not exist and cannot be created: %s is not writable (%v); create %s writable by the user signpost runs as, or set acme.storage to a directory that is", dir, existing, unwrapPath(err), dir)
 	}
+}
+
+func checkDatabase(url string) error {
+	db, err := pgstore.Open(pgstore.Options{URL: url})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := db.Ping(ctx); err != nil {
+		// pgconn puts each address tried on a line of its own; this is
+		// one line of validate's output.
+		reason := strings.Join(strings.Fields(err.Error()), " ")
+		return fmt.Errorf("%s cannot be used (%s); check that PostgreSQL runs there and that the user may connect and create tables (or that they exist)", pgstore.Redact(url), reason)
+	}
+	return nil
 }
 
 // unwrapPath drops the operation and path of a *fs.PathError, which name

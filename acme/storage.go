@@ -13,48 +13,75 @@ import (
 	"log/slog"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/certmagic"
 	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/signpost-dev/signpost/pgstore"
 )
 
 var errStopped = errors.New("acme: manager is stopped")
 
-// gatedStorage is the certmagic storage of a Manager: a directory on disk,
-// with three duties added.
+// gatedStorage is the certmagic storage of a Manager: a directory on disk
+// or a PostgreSQL database (see backend), with three duties added.
 //
 // It refuses to write once close has returned. certmagic's jobs are
 // cancelled by Stop but not waited for, so without the gate an obtain
-// finishing late could write into a directory that the next Manager (after
+// finishing late could write into storage that the next Manager (after
 // a restart or in the next test) already owns.
 //
 // It checks what it loads. A certificate, private key, metadata or ACME
-// account file that does not parse would otherwise stop certmagic for that
+// account that does not parse would otherwise stop certmagic for that
 // name for good (it gives up on any error but "not found"); instead the
-// file and the files that belong with it are renamed aside and Load says
+// key and the keys that belong with it are renamed aside and Load says
 // "not found", so a new certificate or account is obtained and nothing is
 // deleted.
 //
 // It reports failures to the attempt that met them (see faultReport), so a
-// storage fault ends the attempt at once and the Manager's own back-off,
-// not certmagic's, decides when to try again.
+// storage fault (a full disk, a database that is down) ends the attempt at
+// once and the Manager's own back-off, not certmagic's, decides when to
+// try again.
 type gatedStorage struct {
-	certmagic.Storage
-	files *certmagic.FileStorage // the same storage, for file names
-	log   *slog.Logger
-	now   func() time.Time
+	backend
+	log *slog.Logger
+	now func() time.Time
 
 	mu     sync.RWMutex // held for reading across every write, for writing by close
 	closed bool
 }
 
-func newStorage(dir string, log *slog.Logger) *gatedStorage {
-	files := &certmagic.FileStorage{Path: dir}
-	return &gatedStorage{Storage: files, files: files, log: log, now: time.Now}
+// backend is where a gatedStorage keeps its keys.
+type backend interface {
+	certmagic.Storage
+	certmagic.TryLocker
+	// where names key for a log line: a file path, or the key itself.
+	where(key string) string
+	// moveAside renames keys to key+suffix (or a free variant of it),
+	// provided keys[0] still holds data, and returns old → new key.
+	moveAside(ctx context.Context, keys []string, data []byte, suffix string) (map[string]string, error)
+	// close releases what the backend holds (connections, locks).
+	close()
+	// String names the storage for certmagic's logs, without a password.
+	String() string
+}
+
+// newStorage returns the storage acme.storage names: a postgres:// URL
+// or a directory.
+func newStorage(storage string, log *slog.Logger) (*gatedStorage, error) {
+	s := &gatedStorage{log: log, now: time.Now}
+	if pgstore.IsURL(storage) {
+		db, err := pgstore.Open(pgstore.Options{URL: storage, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("acme: storage %w", err)
+		}
+		s.backend = dbBackend{db}
+	} else {
+		s.backend = fileBackend{&certmagic.FileStorage{Path: storage}}
+	}
+	return s, nil
 }
 
 func (s *gatedStorage) write(f func() error) error {
@@ -66,35 +93,38 @@ func (s *gatedStorage) write(f func() error) error {
 	return f()
 }
 
-// close waits for writes in flight and refuses all later ones.
+// close waits for writes in flight, refuses all later ones, and closes
+// the backend.
 func (s *gatedStorage) close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	s.backend.close()
 }
 
 func (s *gatedStorage) Store(ctx context.Context, key string, value []byte) error {
-	err := s.write(func() error { return s.Storage.Store(ctx, key, value) })
+	err := s.write(func() error { return s.backend.Store(ctx, key, value) })
 	return reportFault(ctx, "store", err)
 }
 
-// Lock creates a lock file, so it is a write. Unlock and Delete stay open
-// after close: they only remove what this Manager created.
+// Lock takes a lock, so it is a write. Unlock and Delete stay open after
+// close: they only remove what this Manager created.
 //
-// certmagic treats an empty lock file as stale but fails on one that holds
-// something other than its JSON, every time: such a file, garbage or JSON
-// cut short (io.ErrUnexpectedEOF, as a crash or a full disk leaves it), is
-// moved aside like any file that does not parse, and the lock taken again.
+// With a directory, certmagic treats an empty lock file as stale but
+// fails on one that holds something other than its JSON, every time:
+// such a file, garbage or JSON cut short (io.ErrUnexpectedEOF, as a crash
+// or a full disk leaves it), is moved aside like any file that does not
+// parse, and the lock taken again.
 func (s *gatedStorage) Lock(ctx context.Context, name string) error {
-	err := s.write(func() error { return s.Storage.Lock(ctx, name) })
+	err := s.write(func() error { return s.backend.Lock(ctx, name) })
 	var syntax *json.SyntaxError
 	var typ *json.UnmarshalTypeError
-	if err != nil && (errors.As(err, &syntax) || errors.As(err, &typ) || errors.Is(err, io.ErrUnexpectedEOF)) {
-		file := filepath.Join(s.files.Path, "locks", certmagic.StorageKeys.Safe(name)+".lock")
-		if data, rerr := os.ReadFile(file); rerr == nil {
-			if moved, qerr := s.quarantine(file, data); qerr == nil {
-				s.log.Error("lock file does not parse; moved aside", "path", file, "moved_to", moved[file], "error", err)
-				err = s.write(func() error { return s.Storage.Lock(ctx, name) })
+	if _, files := s.backend.(fileBackend); files && err != nil && (errors.As(err, &syntax) || errors.As(err, &typ) || errors.Is(err, io.ErrUnexpectedEOF)) {
+		key := path.Join("locks", certmagic.StorageKeys.Safe(name)+".lock")
+		if data, rerr := s.backend.Load(ctx, key); rerr == nil {
+			if moved, qerr := s.quarantine(ctx, []string{key}, data); qerr == nil {
+				s.log.Error("lock file does not parse; moved aside", "path", s.where(key), "moved_to", s.where(moved[key]), "error", err)
+				err = s.write(func() error { return s.backend.Lock(ctx, name) })
 			}
 		}
 	}
@@ -104,33 +134,29 @@ func (s *gatedStorage) Lock(ctx context.Context, name string) error {
 // TryLock keeps certmagic.TryLocker visible through the wrapper: the ARI
 // update uses it to skip work another goroutine is already doing.
 func (s *gatedStorage) TryLock(ctx context.Context, name string) (bool, error) {
-	tl, ok := s.Storage.(certmagic.TryLocker)
-	if !ok {
-		return false, errors.New("acme: storage cannot try locks")
-	}
 	var got bool
 	err := s.write(func() (err error) {
-		got, err = tl.TryLock(ctx, name)
+		got, err = s.backend.TryLock(ctx, name)
 		return err
 	})
 	return got, reportFault(ctx, "lock", err)
 }
 
 func (s *gatedStorage) List(ctx context.Context, prefix string, recursive bool) ([]string, error) {
-	keys, err := s.Storage.List(ctx, prefix, recursive)
+	keys, err := s.backend.List(ctx, prefix, recursive)
 	return keys, reportFault(ctx, "list", err)
 }
 
 func (s *gatedStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
-	info, err := s.Storage.Stat(ctx, key)
+	info, err := s.backend.Stat(ctx, key)
 	return info, reportFault(ctx, "stat", err)
 }
 
-// Load returns the file at key. A certificate, key or account file that
-// does not parse is moved aside, with the files of its set, and reported
+// Load returns the value at key. A certificate, key or account that
+// does not parse is moved aside, with the keys of its set, and reported
 // as not existing.
 func (s *gatedStorage) Load(ctx context.Context, key string) ([]byte, error) {
-	data, err := s.Storage.Load(ctx, key)
+	data, err := s.backend.Load(ctx, key)
 	if err != nil {
 		return nil, reportFault(ctx, "load", err)
 	}
@@ -142,18 +168,18 @@ func (s *gatedStorage) Load(ctx context.Context, key string) ([]byte, error) {
 	if perr == nil {
 		return data, nil
 	}
-	file := s.files.Filename(key)
-	moved, err := s.quarantine(file, data)
+	where := s.where(key)
+	moved, err := s.quarantine(ctx, s.set(ctx, key), data)
 	if err != nil {
-		err = fmt.Errorf("acme: %s %s does not parse (%v), and moving it aside failed: %w", kind, file, perr, err)
+		err = fmt.Errorf("acme: %s %s does not parse (%v), and moving it aside failed: %w", kind, where, perr, err)
 		return nil, reportFault(ctx, "move aside", err)
 	}
 	what := "certificate file does not parse; moved aside with the files that belong to it, a new certificate will be obtained"
 	if strings.HasPrefix(kind, "ACME account") {
 		what = "ACME account file does not parse; moved aside with the files that belong to it, a new account will be registered"
 	}
-	s.log.Error(what, "path", file, "moved_to", moved[file], "kind", kind, "error", perr, "moved", len(moved))
-	return nil, fmt.Errorf("acme: %s %s did not parse and was moved aside: %w", kind, file, fs.ErrNotExist)
+	s.log.Error(what, "path", where, "moved_to", s.where(moved[key]), "kind", kind, "error", perr, "moved", len(moved))
+	return nil, fmt.Errorf("acme: %s %s did not parse and was moved aside: %w", kind, where, fs.ErrNotExist)
 }
 
 // kindOf names what the file at a storage key holds, for the files Load
@@ -238,74 +264,96 @@ func checkCertificates(data []byte) error {
 	return nil
 }
 
-// quarantine renames file, whose content was read as data, to
-// <file>.corrupt-<UTC time>, and the other files of its set with the same
-// suffix (see set), so the set stays together and none of it is
-// overwritten by what replaces it. It returns old → new path for each file
+// quarantine renames keys, the first of which was read as data, to
+// <key>.corrupt-<UTC time>, so the set stays together and none of it is
+// overwritten by what replaces it. It returns old → new key for each key
 // moved.
-func (s *gatedStorage) quarantine(file string, data []byte) (map[string]string, error) {
-	moved := map[string]string{}
-	err := s.write(func() error {
-		// The file may have been replaced since it was read, by a whole
-		// new file (certmagic writes atomically); that one is not ours to
-		// move. The caller retries and reads it.
-		now, err := os.ReadFile(file)
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(now, data) {
-			return errors.New("changed while being read")
-		}
-		suffix := ".corrupt-" + s.now().UTC().Format("20060102T150405Z")
-		for _, from := range set(file) {
-			to := from + suffix
-			// Never over an earlier one moved aside in the same second.
-			for i := 2; ; i++ {
-				if _, err := os.Lstat(to); err != nil {
-					break // free, or Rename says why not
-				}
-				to = fmt.Sprintf("%s%s-%d", from, suffix, i)
-			}
-			if err := os.Rename(from, to); err != nil {
-				return err
-			}
-			moved[from] = to
-		}
-		return nil
+func (s *gatedStorage) quarantine(ctx context.Context, keys []string, data []byte) (map[string]string, error) {
+	var moved map[string]string
+	err := s.write(func() (err error) {
+		// The first key may have been replaced since it was read, by a
+		// whole new value (certmagic writes atomically); that one is not
+		// ours to move. The caller retries and reads it.
+		moved, err = s.backend.moveAside(ctx, keys, data, ".corrupt-"+s.now().UTC().Format("20060102T150405Z"))
+		return err
 	})
 	return moved, err
 }
 
-// set returns file and the files that belong with it: for a certificate
-// file, the certificate, key and metadata of the same name; for an account
-// file, the account's registration and key, which are every .json and
-// .key file in its directory.
-func set(file string) []string {
-	dir, base := filepath.Split(file)
-	files := []string{file}
-	add := func(name string) {
-		p := filepath.Join(dir, name)
-		if p == file {
+// set returns key and the keys that belong with it: for a certificate,
+// the certificate, key and metadata of the same name; for an account,
+// the account's registration and key, which are every .json and .key
+// in its directory.
+func (s *gatedStorage) set(ctx context.Context, key string) []string {
+	dir, base := path.Split(key)
+	keys := []string{key}
+	add := func(k string) {
+		if k == key {
 			return
 		}
-		if info, err := os.Lstat(p); err == nil && info.Mode().IsRegular() {
-			files = append(files, p)
+		if info, err := s.backend.Stat(ctx, k); err == nil && info.IsTerminal {
+			keys = append(keys, k)
 		}
 	}
-	if filepath.Base(filepath.Dir(filepath.Dir(dir))) == "users" {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			if ext := filepath.Ext(e.Name()); ext == ".json" || ext == ".key" {
-				add(e.Name())
+	if strings.HasPrefix(kindOf(key), "ACME account") {
+		list, _ := s.backend.List(ctx, strings.TrimSuffix(dir, "/"), false)
+		for _, k := range list {
+			if ext := path.Ext(k); ext == ".json" || ext == ".key" {
+				add(k)
 			}
 		}
-		return files
+		return keys
 	}
-	stem := strings.TrimSuffix(base, filepath.Ext(base))
+	stem := strings.TrimSuffix(base, path.Ext(base))
 	for _, ext := range []string{".crt", ".key", ".json"} {
-		add(stem + ext)
+		add(dir + stem + ext)
 	}
-	return files
+	return keys
+}
+
+// fileBackend keeps keys as files under a directory, mode 0600.
+type fileBackend struct{ *certmagic.FileStorage }
+
+func (b fileBackend) where(key string) string { return b.Filename(key) }
+
+func (b fileBackend) close() {}
+
+func (b fileBackend) moveAside(_ context.Context, keys []string, data []byte, suffix string) (map[string]string, error) {
+	now, err := os.ReadFile(b.Filename(keys[0]))
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(now, data) {
+		return nil, errors.New("changed while being read")
+	}
+	moved := map[string]string{}
+	for _, from := range keys {
+		to := from + suffix
+		// Never over an earlier one moved aside in the same second.
+		for i := 2; ; i++ {
+			if _, err := os.Lstat(b.Filename(to)); err != nil {
+				break // free, or Rename says why not
+			}
+			to = fmt.Sprintf("%s%s-%d", from, suffix, i)
+		}
+		if err := os.Rename(b.Filename(from), b.Filename(to)); err != nil {
+			return moved, err
+		}
+		moved[from] = to
+	}
+	return moved, nil
+}
+
+// dbBackend keeps keys in PostgreSQL, shared by every instance that
+// names the same database.
+type dbBackend struct{ *pgstore.Storage }
+
+func (b dbBackend) where(key string) string { return key }
+
+func (b dbBackend) close() { b.Close() }
+
+func (b dbBackend) moveAside(ctx context.Context, keys []string, data []byte, suffix string) (map[string]string, error) {
+	return b.MoveAside(ctx, keys, data, suffix)
 }
 
 // faultReport collects the first storage failure met while one attempt

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"strings"
 	"testing"
@@ -53,5 +54,20 @@ func TestCheckCertificates(t *testing.T) {
 				t.Errorf("got %v, want an error with %q", err, tc.err)
 			}
 		})
+	}
+}
+
+// TestStorageLoggedWithoutPassword: certmagic logs its storage value
+// (zap.Any), which reaches slog formatted with %+v.
+func TestStorageLoggedWithoutPassword(t *testing.T) {
+	s, err := newStorage("postgres://signpost:s3cret@db.example/certs", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	var buf strings.Builder
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "storage", s)
+	if got := buf.String(); strings.Contains(got, "s3cret") || !strings.Contains(got, "pgstore:postgres://signpost:xxxxx@db.example/certs") {
+		t.Errorf("logged %q; want the URL with its password hidden", got)
 	}
 }

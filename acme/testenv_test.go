@@ -76,12 +76,27 @@ func (l *logs) mark() int {
 // name attribute name (any name if empty).
 func (l *logs) wait(t testing.TB, since int, msg, name string) record {
 	t.Helper()
+	attrs := map[string]string{}
+	if name != "" {
+		attrs["name"] = name
+	}
+	return l.waitAttrs(t, since, msg, attrs)
+}
+
+// waitAttrs returns the first record at or after since with message msg
+// and every attribute in attrs.
+func (l *logs) waitAttrs(t testing.TB, since int, msg string, attrs map[string]string) record {
+	t.Helper()
 	deadline := time.NewTimer(waitLimit)
 	defer deadline.Stop()
 	for {
 		l.mu.Lock()
 		for _, r := range l.records[since:] {
-			if r.Msg == msg && (name == "" || r.Attrs["name"] == name) {
+			match := r.Msg == msg
+			for k, v := range attrs {
+				match = match && r.Attrs[k] == v
+			}
+			if match {
 				l.mu.Unlock()
 				return r
 			}
@@ -91,7 +106,7 @@ func (l *logs) wait(t testing.TB, since int, msg, name string) record {
 		select {
 		case <-changed:
 		case <-deadline.C:
-			t.Fatalf("no log record %q name=%q within %s", msg, name, waitLimit)
+			t.Fatalf("no log record %q with %v within %s", msg, attrs, waitLimit)
 		}
 	}
 }
@@ -410,11 +425,22 @@ type site struct {
 	extraNames  []string
 	challenges  []string
 	mode        string
+	addresses   string // of the zone, where names point; "127.0.0.1" if empty
 	extra       string // more TOML, appended
 }
 
 func (e *env) model(s site) *config.Model {
 	e.t.Helper()
+	text := e.toml(s)
+	m, err := config.Parse("test.toml", []byte(text), config.Options{})
+	if err != nil {
+		e.t.Fatalf("config:\n%s\n%v", text, err)
+	}
+	return m
+}
+
+// toml returns the configuration of s as a file would hold it.
+func (e *env) toml(s site) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[dns]\nnameservers = [\"ns1.example.test\"]\nhostmaster = \"hostmaster@example.test\"\n")
 	if e.tlsAddr != "" {
@@ -429,16 +455,19 @@ func (e *env) model(s site) *config.Model {
 	}
 	fmt.Fprintf(&b, "challenges = %s\n", tomlList(s.challenges))
 	fmt.Fprintf(&b, "names = %s\n", tomlList(s.extraNames))
-	fmt.Fprintf(&b, "[[zone]]\norigin = \"example.test\"\naddresses = [\"127.0.0.1\"]\nrecords = [\"hs 300 IN A 127.0.0.1\"]\n")
+	fmt.Fprintf(&b, "[[zone]]\norigin = \"example.test\"\naddresses = [%q]\nrecords = [\"hs 300 IN A 127.0.0.1\"]\n", cmpOr(s.addresses, "127.0.0.1"))
 	for _, n := range s.serverNames {
 		fmt.Fprintf(&b, "[[delegation]]\nserver_name = %q\nserver = \"hs.example.test:443\"\nclient = \"https://hs.example.test\"\n", n)
 	}
 	b.WriteString(s.extra)
-	m, err := config.Parse("test.toml", []byte(b.String()), config.Options{})
-	if err != nil {
-		e.t.Fatalf("config:\n%s\n%v", b.String(), err)
+	return b.String()
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
 	}
-	return m
+	return s
 }
 
 func tomlList(ss []string) string {
@@ -464,11 +493,19 @@ type instance struct {
 // the model on DNS and HTTP before acme, so the names resolve before
 // anything is asked of the CA.
 func (e *env) start(mod *config.Model) *instance {
+	e.t.Helper()
+	return e.startOn(mod, e.plainAddr, e.tlsAddr, e.log)
+}
+
+// startOn starts an instance as start does, on other addresses and with
+// another logger: several instances on one host, as the shared-storage
+// tests run them.
+func (e *env) startOn(mod *config.Model, plainAddr, tlsAddr string, log *slog.Logger) *instance {
 	t := e.t
 	t.Helper()
-	plain, tl := listenTCP(t, e.plainAddr), listenTCP(t, e.tlsAddr)
+	plain, tl := listenTCP(t, plainAddr), listenTCP(t, tlsAddr)
 	mgr, err := acme.New(acme.Options{
-		Logger:         e.log,
+		Logger:         log,
 		ACME:           mod.ACME,
 		Store:          e.store,
 		DNSAddr:        e.dnsAddr,
@@ -482,7 +519,7 @@ func (e *env) start(mod *config.Model) *instance {
 		t.Fatal(err)
 	}
 	hs := httpserver.New(httpserver.Options{
-		Logger:    e.log.With("server", "http"),
+		Logger:    log.With("server", "http"),
 		TLSConfig: mgr.TLSConfig(),
 		WrapPlain: mgr.HTTPHandler,
 	})

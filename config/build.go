@@ -247,12 +247,45 @@ func buildACME(ps *problems, f *file, m *Model) {
 	if a.Challenges != nil && len(a.Challenges) == 0 && m.ACME.Mode == ModeACME {
 		ps.errorf("acme.challenges", "is empty, so no certificate can be obtained; list at least one of %q, %q, %q", ChallengeTLSALPN01, ChallengeHTTP01, ChallengeDNS01)
 	}
+	storageProblems(ps, m.ACME.Storage)
 	for i, n := range a.Names {
 		if p := hostnameProblem(strings.TrimPrefix(n, "*.")); p != "" {
 			ps.errorf(fmt.Sprintf("acme.names[%d]", i), "%q %s", n, p)
 			continue
 		}
 		m.ACME.Names = append(m.ACME.Names, n)
+	}
+}
+
+// storageProblems checks acme.storage when it is a URL: only PostgreSQL
+// is offered. The value is never repeated whole in a message, since it may
+// hold a password.
+func storageProblems(ps *problems, storage string) {
+	scheme, _, isURL := strings.Cut(storage, "://")
+	if !isURL {
+		return // a directory; whether it can be written is checked on the machine, not here
+	}
+	if scheme != "postgres" && scheme != "postgresql" {
+		ps.errorf("acme.storage", "%q is not a storage signpost knows; write a directory, e.g. %q, or a PostgreSQL URL, postgres://user@host:5432/database", scheme+"://…", defaultStorage)
+		return
+	}
+	u, err := url.Parse(storage)
+	if err != nil {
+		// Not even the cause: it quotes the part that failed, which may be
+		// the password.
+		ps.errorf("acme.storage", "is not a valid PostgreSQL URL; write postgres://user@host:5432/database, percent-encoding special characters in the user name and password (%% as %%25, @ as %%40)")
+		return
+	}
+	shown := *u
+	shown.RawQuery = "" // may hold password=…
+	if u.Hostname() == "" {
+		ps.errorf("acme.storage", "%s names no host; write postgres://user@host:5432/database", shown.Redacted())
+	}
+	if strings.Trim(u.Path, "/") == "" {
+		ps.errorf("acme.storage", "%s names no database; write postgres://user@host:5432/database", shown.Redacted())
+	}
+	if _, ok := u.User.Password(); ok || u.Query().Has("password") {
+		ps.warnf("acme.storage", "the URL holds a password, so this file is as secret as the certificates' keys; consider leaving it out and setting PGPASSWORD or a ~/.pgpass file for the user signpost runs as")
 	}
 }
 

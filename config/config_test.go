@@ -210,6 +210,15 @@ func TestProblems(t *testing.T) {
 			[]string{`signpost.toml:16: metrics.listen: "9153" is not host:port; write e.g. "[::]:53" or "127.0.0.1:8053"`}},
 		{"metrics key misspelt", base + "[metrics]\nlisen = \"127.0.0.1:9153\"\n",
 			[]string{`signpost.toml:16: metrics.lisen: unknown key; did you mean "listen"?`}},
+		{"storage URL of another database", base + "[acme]\nstorage = \"mysql://u:pw@db/certs\"\n",
+			[]string{`signpost.toml:16: acme.storage: "mysql://…" is not a storage signpost knows; write a directory, e.g. "/var/lib/signpost", or a PostgreSQL URL, postgres://user@host:5432/database`}},
+		{"storage URL without host or database", base + "[acme]\nstorage = \"postgres://u:pw@/?password=pw2\"\n",
+			[]string{
+				`signpost.toml:16: acme.storage: postgres://u:xxxxx@/ names no host; write postgres://user@host:5432/database`,
+				`signpost.toml:16: acme.storage: postgres://u:xxxxx@/ names no database; write postgres://user@host:5432/database`,
+			}},
+		{"storage URL that does not parse", base + "[acme]\nstorage = \"postgres://u:p%zz@db/certs\"\n",
+			[]string{`signpost.toml:16: acme.storage: is not a valid PostgreSQL URL; write postgres://user@host:5432/database, percent-encoding special characters in the user name and password (% as %25, @ as %40)`}},
 		{"document too large", base + "client_extra = { \"org.example.big\" = \"" + strings.Repeat("x", 17000) + "\" }\n",
 			[]string{`signpost.toml:15: delegation[0].client_extra: makes a document of 17080 bytes; keep it under 16384 (Synapse rejects over 50 KiB, and clients fetch it on every login)`}},
 	}
@@ -250,6 +259,27 @@ signpost.toml:9: zone[0].records[1]: "www.chat.example.com." has a CNAME and oth
 signpost.toml:12: delegation[0].server_name: "https://chat.example.com" has a scheme (https://); write the bare name as in user IDs without it: "chat.example.com"`
 	if err == nil || err.Error() != want {
 		t.Errorf("got\n%v\nwant\n%s", err, want)
+	}
+}
+
+// TestStoragePassword: a PostgreSQL URL is valid, and one holding a
+// password gets a warning that does not repeat it.
+func TestStoragePassword(t *testing.T) {
+	for storage, want := range map[string][]string{
+		"postgres://signpost@db.example/certs?sslmode=verify-full": nil,
+		"postgresql://signpost:s3cret@db.example:5433/certs":       {`signpost.toml:16: acme.storage: the URL holds a password, so this file is as secret as the certificates' keys; consider leaving it out and setting PGPASSWORD or a ~/.pgpass file for the user signpost runs as`},
+	} {
+		m, err := parse(t, base+"[acme]\nstorage = \""+storage+"\"\n")
+		if err != nil {
+			t.Fatalf("%s: %v", storage, err)
+		}
+		var got []string
+		for _, w := range m.Warnings {
+			got = append(got, w.String())
+		}
+		if !reflect.DeepEqual(got, want) || m.ACME.Storage != storage {
+			t.Errorf("%s: storage %q, warnings %q; want it kept, warnings %q", storage, m.ACME.Storage, got, want)
+		}
 	}
 }
 

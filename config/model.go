@@ -134,7 +134,9 @@ type ACME struct {
 	// CARoot is the path of an extra PEM root to trust for the ACME server;
 	// empty means the system roots only.
 	CARoot string
-	// Storage is the directory for certificates, keys and the ACME account.
+	// Storage is the directory for certificates, keys and the ACME account,
+	// or a postgres:// URL of a database that several instances share. A
+	// URL may hold a password: print it redacted (url.URL.Redacted).
 	Storage string
 	// Names are extra certificate names beyond the served server names.
 	Names []string

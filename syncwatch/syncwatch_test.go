@@ -52,13 +52,19 @@ func TestNSD(t *testing.T) {
 		return m
 	}
 	dns := dnsserver.New(dnsserver.Options{Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), NotifyTries: 1})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
+	var pc net.PacketConn
+	var l net.Listener
+	for try := 0; l == nil; try++ {
+		// The kernel picks a UDP port whose TCP twin may be taken.
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if l, err = net.Listen("tcp", pc.LocalAddr().String()); err != nil {
+			pc.Close()
+			if try == 10 {
+				t.Fatal(err)
+			}
+		}
 	}
 	go dns.ServeUDP(pc)
 	go dns.ServeTCP(l)

@@ -62,7 +62,14 @@ func TestShippedMonitoring(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		used := slices.Compact(slices.Sorted(slices.Values(names.FindAllString(string(data), -1))))
+		text := string(data)
+		if strings.HasSuffix(file, "README.md") {
+			// Only the Monitoring section lists metrics; elsewhere a
+			// signpost_ name may be a table in PostgreSQL.
+			_, text, _ = strings.Cut(text, "\n## Monitoring\n")
+			text, _, _ = strings.Cut(text, "\n## ")
+		}
+		used := slices.Compact(slices.Sorted(slices.Values(names.FindAllString(text, -1))))
 		if len(used) < 5 {
 			t.Errorf("%s uses %d metrics; the pattern finds none?", file, len(used))
 		}

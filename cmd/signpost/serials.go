@@ -1,22 +1,42 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/signpost-dev/signpost/pgstore"
 )
 
 // serialsFile is where serve keeps the last SOA serial served per zone, so
 // that after a restart no secondary sees a serial go backwards (config
-// takes them as Options.Floor).
+// takes them as Options.Floor). With acme.storage a database, it is the
+// key of the same name under "signpost/".
 const serialsFile = "dns-serials.json"
 
-// readSerials returns the saved serials; a missing file means none.
-func readSerials(dir string) (map[string]uint32, error) {
-	data, err := os.ReadFile(filepath.Join(dir, serialsFile))
+// dbTimeout bounds each read or write of the serials in a database: the
+// DNS server waits for neither, but start-up waits for the read.
+const dbTimeout = 5 * time.Second
+
+// readSerials returns the saved serials; none saved means none.
+func readSerials(storage string) (map[string]uint32, error) {
+	var data []byte
+	var err error
+	where := filepath.Join(storage, serialsFile)
+	if pgstore.IsURL(storage) {
+		where = pgstore.Redact(storage) + " key signpost/" + serialsFile
+		err = withDB(storage, func(ctx context.Context, db *pgstore.Storage) (err error) {
+			data, err = db.Load(ctx, "signpost/"+serialsFile)
+			return err
+		})
+	} else {
+		data, err = os.ReadFile(where)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -25,18 +45,24 @@ func readSerials(dir string) (map[string]uint32, error) {
 	}
 	var serials map[string]uint32
 	if err := json.Unmarshal(data, &serials); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, serialsFile), err)
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	return serials, nil
 }
 
 // writeSerials replaces the saved serials atomically: a crash leaves the
-// old file or the new one, never half of one.
-func writeSerials(dir string, serials map[string]uint32) error {
+// old ones or the new ones, never half of them.
+func writeSerials(storage string, serials map[string]uint32) error {
 	data, err := json.Marshal(serials)
 	if err != nil {
 		return err
 	}
+	if pgstore.IsURL(storage) {
+		return withDB(storage, func(ctx context.Context, db *pgstore.Storage) error {
+			return db.Store(ctx, "signpost/"+serialsFile, data)
+		})
+	}
+	dir := storage
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -57,4 +83,17 @@ func writeSerials(dir string, serials map[string]uint32) error {
 		return err
 	}
 	return os.Rename(f.Name(), filepath.Join(dir, serialsFile))
+}
+
+// withDB runs f on the database at url, connected for this call only:
+// serials are read once and written when a zone changes.
+func withDB(url string, f func(context.Context, *pgstore.Storage) error) error {
+	db, err := pgstore.Open(pgstore.Options{URL: url})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+	defer cancel()
+	return f(ctx, db)
 }

@@ -5,18 +5,25 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/signpost-dev/signpost/internal/pgtest"
 )
 
 // TestSerialSurvivesRestart: an UPDATE bumps a zone's serial past the
 // clock; after a restart within the same second the serial must still be
 // higher, or secondaries would ignore the zone until the clock caught up.
+// The serials are kept in the storage directory, or in the database when
+// acme.storage is one.
 func TestSerialSurvivesRestart(t *testing.T) {
-	state := t.TempDir()
+	t.Run("directory", func(t *testing.T) { testSerialSurvivesRestart(t, t.TempDir()) })
+	t.Run("postgres", func(t *testing.T) { testSerialSurvivesRestart(t, pgtest.Start(t).NewDatabase("serials")) })
+}
+
+func testSerialSurvivesRestart(t *testing.T, state string) {
 	text := `
 [dns]
 listen = ["127.0.0.1:0"]
@@ -82,9 +89,9 @@ names = ["chat.example.test"]
 		t.Fatalf("serial after UPDATE %d, want %d", bumped, first+1)
 	}
 	stop()
-	saved, err := os.ReadFile(filepath.Join(state, serialsFile))
-	if err != nil || !strings.Contains(string(saved), `"chat.example.test.":`) {
-		t.Fatalf("saved serials %q, %v", saved, err)
+	saved, err := readSerials(state)
+	if err != nil || len(saved) != 1 || saved["chat.example.test."] != bumped {
+		t.Fatalf("saved serials %v, %v; want chat.example.test. at %d", saved, err, bumped)
 	}
 
 	stop, soa, _ = serve()
