@@ -1,0 +1,255 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mholt/acmez/v3"
+	"github.com/mholt/acmez/v3/acme"
+	"github.com/miekg/dns"
+)
+
+// TestFederation builds the world, then walks through the scenarios of
+// issue 12 in order, each a subtest: the world changes between them
+// (signpost's HTTPS goes away, then signpost itself), so they share it.
+func TestFederation(t *testing.T) {
+	w := newWorld(t)
+	start := time.Now()
+	step := func(what string) { t.Logf("%6.1fs %s", time.Since(start).Seconds(), what) }
+
+	w.startRoot()
+	w.startResolver()
+	w.startPebble()
+	w.startSecondary()
+	sp := w.startSignpost(signpostIP + ":443")
+	w.eventually("the secondary serving chat.example.test", nil, func() error { return soa(secondaryIP, serverName) })
+	w.eventually("signpost's well-known with a certificate from Pebble", sp, func() error {
+		_, err := w.wellKnown()
+		return err
+	})
+	step("DNS, Pebble and signpost up")
+
+	// The homeserver for chat.example.test gets its certificate for both
+	// names by DNS-01 through signpost (RFC 2136); the other one by HTTP-01.
+	hsCert, hsKeyFile := w.obtain("hs", []string{hsName, serverName}, map[string]acmez.Solver{acme.ChallengeTypeDNS01: nsupdateSolver{w}})
+	otherCert, otherKeyFile := w.obtainHTTP01("other", otherName, otherIP)
+	step("homeserver certificates issued")
+
+	hs := w.newHomeserver(serverName, hsName, hsIP, hsCert, hsKeyFile)
+	other := w.newHomeserver(otherName, otherName, otherIP, otherCert, otherKeyFile)
+	w.startHomeserver(hs)
+	w.startHomeserver(other)
+	alice := w.register(hs, "alice")
+	bob := w.register(other, "bob")
+	room := alice.createRoom()
+	step("homeservers up, room " + room + " created on " + serverName)
+
+	// cross sends a message each way and waits until the other side has it.
+	cross := func(t *testing.T, label string) {
+		t.Helper()
+		toOther := fmt.Sprintf("%s: from %s to %s", label, serverName, otherName)
+		alice.send(room, toOther)
+		w.eventually("bob seeing "+toOther, nil, func() error { return bob.sees(room, alice.id, toOther) })
+		toHS := fmt.Sprintf("%s: from %s to %s", label, otherName, serverName)
+		bob.send(room, toHS)
+		w.eventually("alice seeing "+toHS, nil, func() error { return alice.sees(room, bob.id, toHS) })
+	}
+	// queriesSince returns the resolver's queries for chat.example.test
+	// names after mark.
+	queriesSince := func(mark int) []string {
+		var out []string
+		for _, q := range w.resolverQueries()[mark:] {
+			if strings.Contains(q, serverName+". ") {
+				out = append(out, q)
+			}
+		}
+		return out
+	}
+
+	t.Run("1-well-known", func(t *testing.T) {
+		w.t = t
+		mark := len(w.resolverQueries())
+		w.eventually("bob joining the room through "+serverName, nil, func() error { return bob.join(room, serverName) })
+		cross(t, "scenario 1")
+		// other.test found hs.chat.example.test:8448 from the well-known
+		// document: it asked for the address of hs.chat.example.test and
+		// never for the SRV fallback.
+		qs := queriesSince(mark)
+		if !slices.Contains(qs, hsName+". A") {
+			t.Errorf("no lookup of %s A after the well-known; queries: %q", hsName, qs)
+		}
+		if slices.Contains(qs, "_matrix-fed._tcp."+serverName+". SRV") {
+			t.Errorf("the SRV fallback was looked up though the well-known answers; queries: %q", qs)
+		}
+		step("scenario 1 done")
+	})
+
+	t.Run("4-client-discovery", func(t *testing.T) {
+		w.t = t
+		w.clientDiscovery(t)
+		step("scenario 4 done")
+	})
+
+	t.Run("5-probe", func(t *testing.T) {
+		w.t = t
+		out, code := w.probe(t)
+		t.Logf("probe output:\n%s", out)
+		if code != 0 {
+			t.Errorf("probe exit code %d, want 0", code)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "warn") || strings.HasPrefix(line, "fail") {
+				t.Errorf("probe reports: %s", line)
+			}
+		}
+		step("scenario 5 done")
+	})
+
+	t.Run("2-srv-when-https-is-down", func(t *testing.T) {
+		w.t = t
+		// signpost restarted with its HTTPS listener away from port 443:
+		// DNS is served as before, the well-known is unreachable.
+		w.stop("signpost")
+		sp := w.startSignpost(signpostIP + ":8443")
+		w.eventually("signpost answering DNS again", sp, func() error { return soa(signpostIP, serverName) })
+		if _, err := w.wellKnown(); !isRefused(err) {
+			t.Fatalf("well-known fetch: %v, want connection refused", err)
+		}
+		w.stop(other.label())
+		mark := len(w.resolverQueries())
+		w.startHomeserver(other)
+		cross(t, "scenario 2")
+		if qs := queriesSince(mark); !slices.Contains(qs, "_matrix-fed._tcp."+serverName+". SRV") {
+			t.Errorf("the SRV fallback was never looked up; queries: %q", qs)
+		}
+		step("scenario 2 done")
+	})
+
+	t.Run("3-secondary-when-signpost-is-down", func(t *testing.T) {
+		w.t = t
+		w.stop("signpost")
+		if _, err := ask(signpostIP, serverName, dns.TypeSOA); err == nil {
+			t.Fatal("signpost still answers DNS after it was stopped")
+		}
+		// A fresh resolver has nothing cached: what it finds now comes
+		// from the secondary.
+		w.stop("unbound")
+		w.startResolver()
+		// The resolver tries ns1 first and waits for it to time out, so
+		// the first questions may time out too, as on the internet.
+		want := "_matrix-fed._tcp.chat.example.test.\t0\tIN\tSRV\t10 0 8448 hs.chat.example.test."
+		w.eventually("the resolver answering the SRV from the secondary", nil, func() error {
+			r, err := ask(resolverIP, "_matrix-fed._tcp."+serverName, dns.TypeSRV)
+			if err != nil {
+				return err
+			}
+			if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].String() != want {
+				t.Fatalf("the resolver answers the SRV with\n%s\nwant %s", r, want)
+			}
+			return nil
+		})
+		w.stop(other.label())
+		w.startHomeserver(other)
+		cross(t, "scenario 3")
+		step("scenario 3 done")
+	})
+
+	t.Run("5-probe-after-stop", func(t *testing.T) {
+		w.t = t
+		out, code := w.probe(t)
+		t.Logf("probe output with signpost stopped:\n%s", out)
+		if code != 1 {
+			t.Errorf("probe exit code %d, want 1", code)
+		}
+		// The probe sees the well-known fail, follows the SRV fallback to
+		// the homeserver, names the nameserver that is down and finds the
+		// other one serving the zone.
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		for _, want := range []string{
+			"warn  resolve    step 3: GET https://chat.example.test/.well-known/matrix/server: dial tcp 127.0.0.3:443: connect: connection refused;",
+			"ok    resolve    step 4: SRV _matrix-fed._tcp.chat.example.test. gives 1 target(s);",
+			"ok    connect    IPv4 127.0.0.5:8448 (hs.chat.example.test, Host chat.example.test): TLS 1.3, certificate for chat.example.test valid until",
+			"ok    connect    IPv4 127.0.0.5:8448 (hs.chat.example.test, Host chat.example.test): federation API answers: Dendrite 0.13.8",
+			"fail  dns        nameserver ns1.chat.example.test. (127.0.0.3): SOA chat.example.test.: no answer",
+			"info  dns        nameserver ns2.chat.example.test. (127.0.0.4): SOA serial",
+			"fail  client     client discovery: FAIL_PROMPT",
+		} {
+			if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, want) }) {
+				t.Errorf("no line starting %q", want)
+			}
+		}
+		if last, want := lines[len(lines)-1], "FAIL: 9 ok, 2 warn, 2 fail; client discovery FAIL_PROMPT"; last != want {
+			t.Errorf("summary %q, want %q", last, want)
+		}
+	})
+}
+
+// probe runs `signpost probe chat.example.test` through the world's
+// resolver, trusting only Pebble's root, and returns its output and exit
+// code.
+func (w *world) probe(t *testing.T) (string, int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(w.bin, "signpost"), "probe", serverName, "-resolver", resolverIP+":53", "-ca-file", w.root)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if _, ok := err.(*exec.ExitError); !ok {
+			t.Fatalf("probe: %v", err)
+		}
+	}
+	return string(out), cmd.ProcessState.ExitCode()
+}
+
+// clientDiscovery runs matrix-js-sdk's AutoDiscovery against
+// chat.example.test in Node, trusting only Pebble's root.
+func (w *world) clientDiscovery(t *testing.T) {
+	t.Helper()
+	js := os.Getenv(envJS)
+	if strings.HasPrefix(js, "missing: ") {
+		t.Skip("matrix-js-sdk " + js)
+	}
+	script, err := os.ReadFile("js/discover.mjs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Node resolves the import from the script's directory.
+	path := filepath.Join(js, "discover.mjs")
+	if err := os.WriteFile(path, script, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", path, serverName)
+	cmd.Env = append(os.Environ(), "NODE_EXTRA_CA_CERTS="+w.root)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node discover.mjs: %v\n%s", err, out)
+	}
+	var got struct {
+		Homeserver struct {
+			State   string `json:"state"`
+			BaseURL string `json:"base_url"`
+			Error   string `json:"error"`
+		} `json:"homeserver"`
+		Versions *struct {
+			Status int `json:"status"`
+			Body   struct {
+				Versions []string `json:"versions"`
+			} `json:"body"`
+		} `json:"versions"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("node printed %q: %v", out, err)
+	}
+	if got.Homeserver.State != "SUCCESS" || got.Homeserver.BaseURL != "https://"+hsName+":8448" {
+		t.Fatalf("findClientConfig: state %q base_url %q error %q, want SUCCESS and %q",
+			got.Homeserver.State, got.Homeserver.BaseURL, got.Homeserver.Error, "https://"+hsName+":8448")
+	}
+	if got.Versions == nil || got.Versions.Status != 200 || !slices.Contains(got.Versions.Body.Versions, "v1.1") {
+		t.Fatalf("/versions from %s: %s, want status 200 listing v1.1", got.Homeserver.BaseURL, out)
+	}
+}
