@@ -104,10 +104,23 @@ func TestFederation(t *testing.T) {
 		if code != 0 {
 			t.Errorf("probe exit code %d, want 0", code)
 		}
-		for _, line := range strings.Split(out, "\n") {
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		for _, line := range lines {
 			if strings.HasPrefix(line, "warn") || strings.HasPrefix(line, "fail") {
 				t.Errorf("probe reports: %s", line)
 			}
+		}
+		for _, want := range []string{
+			`ok    resolve    step 3: the well-known endpoint delegates to "hs.chat.example.test:8448"`,
+			"ok    fallback   the SRV fallback _matrix-fed._tcp.chat.example.test. works",
+			"ok    client     client discovery: SUCCESS, homeserver https://hs.chat.example.test:8448",
+		} {
+			if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, want) }) {
+				t.Errorf("no line starting %q", want)
+			}
+		}
+		if last := lines[len(lines)-1]; !strings.HasPrefix(last, "PASS: ") || !strings.HasSuffix(last, " ok, 0 warn, 0 fail; client discovery SUCCESS") {
+			t.Errorf("summary %q, want PASS with no warn and no fail", last)
 		}
 		step("scenario 5 done")
 	})
@@ -212,7 +225,7 @@ func (w *world) clientDiscovery(t *testing.T) {
 	t.Helper()
 	js := os.Getenv(envJS)
 	if strings.HasPrefix(js, "missing: ") {
-		t.Skip("matrix-js-sdk " + js)
+		skip(t, "matrix-js-sdk "+js)
 	}
 	script, err := os.ReadFile("js/discover.mjs")
 	if err != nil {

@@ -30,6 +30,10 @@ const (
 	envBin    = "SIGNPOST_E2E_BIN"    // directory of signpost, dendrite, pebble
 	envPebble = "SIGNPOST_E2E_PEBBLE" // Pebble's module directory (its test certificates)
 	envJS     = "SIGNPOST_E2E_JS"     // directory holding node_modules, or why it is missing
+
+	// envRequire, set by CI, turns every skip into a failure: CI installs
+	// everything, so a skip there means the test did not run.
+	envRequire = "SIGNPOST_E2E_REQUIRE"
 )
 
 // programs run from the system; without them the tests skip (CI installs
@@ -149,8 +153,10 @@ func installJS(cache string) (string, error) {
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "matrix-js-sdk")); err == nil {
 		return dir, nil
 	}
-	if _, err := exec.LookPath("npm"); err != nil {
-		return "", fmt.Errorf("npm not installed (Node.js 20 or later)")
+	for _, p := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(p); err != nil {
+			return "", fmt.Errorf("%s not installed (Node.js 20 or later)", p)
+		}
 	}
 	tmp := dir + ".tmp"
 	os.RemoveAll(tmp)

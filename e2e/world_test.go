@@ -67,7 +67,7 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	if reason := os.Getenv(envSkip); reason != "" {
-		t.Skip("e2e: " + reason)
+		skip(t, reason)
 	}
 	logs, err := os.MkdirTemp("", "signpost-e2e-logs-")
 	if err != nil {
@@ -101,6 +101,15 @@ func (w *world) close() {
 		w.top.Logf("---- last lines of %s:\n%s", path, tail(path, 40))
 	}
 	w.top.Logf("all logs kept in %s", w.logs)
+}
+
+// skip skips the test, or fails it where the test must run (CI).
+func skip(t *testing.T, reason string) {
+	t.Helper()
+	if os.Getenv(envRequire) != "" {
+		t.Fatalf("e2e: cannot run, and %s is set: %s", envRequire, reason)
+	}
+	t.Skip("e2e: " + reason)
 }
 
 func tail(path string, n int) string {
