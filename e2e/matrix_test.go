@@ -160,7 +160,7 @@ func (w *world) call(h *homeserver, token, method, path string, in, out any) err
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := w.httpClient().Do(req)
+	resp, err := w.directClient().Do(req)
 	if err != nil {
 		return err
 	}

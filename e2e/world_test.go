@@ -495,6 +495,26 @@ func (w *world) httpClient() *http.Client {
 	}
 }
 
+// directClient is httpClient for the test's own requests to the
+// homeservers: it connects to their addresses without asking DNS (TLS
+// still checks the name), so that the resolver's log holds only what the
+// homeservers themselves looked up.
+func (w *world) directClient() *http.Client {
+	direct := map[string]string{hsName: hsIP, otherName: otherIP}
+	cl := w.httpClient()
+	cl.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		if ip, ok := direct[host]; ok {
+			addr = net.JoinHostPort(ip, port)
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	return cl
+}
+
 // wellKnown fetches https://chat.example.test/.well-known/matrix/server
 // through the world's DNS, verifying the certificate against Pebble's
 // root, and returns the body.
