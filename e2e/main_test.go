@@ -10,7 +10,9 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,11 +50,14 @@ func TestMain(m *testing.M) {
 		os.Setenv(envSkip, reason)
 		os.Exit(m.Run())
 	}
+	code := 1
 	if err := prepare(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
-		os.Exit(1)
+	} else {
+		code = enter()
 	}
-	os.Exit(enter())
+	os.RemoveAll(os.Getenv(envBin))
+	os.Exit(code)
 }
 
 // prerequisites returns why the test world cannot be built here, or "".
@@ -69,7 +74,8 @@ func prerequisites() string {
 }
 
 // prepare builds the programs into a cache directory and installs
-// matrix-js-sdk, and records where in the environment.
+// matrix-js-sdk, and records where in the environment; envBin is a
+// directory of this run's own, for TestMain to remove.
 func prepare() error {
 	cache, err := os.UserCacheDir()
 	if err != nil {
@@ -113,27 +119,35 @@ func build(cache string) (string, error) {
 	if _, err := os.Stat(filepath.Join(tools, "pebble")); err != nil {
 		start := time.Now()
 		fmt.Fprintf(os.Stderr, "e2e: building %s with %s into %s (once)\n", strings.ReplaceAll(versions, "\n", ", "), goVersion, tools)
-		tmp := tools + ".tmp"
-		os.RemoveAll(tmp)
+		if err := os.MkdirAll(cache, 0o755); err != nil {
+			return "", err
+		}
+		tmp, err := os.MkdirTemp(cache, "building-")
+		if err != nil {
+			return "", err
+		}
+		defer os.RemoveAll(tmp)
 		// Pure Go SQLite: no cgo, so no C compiler is needed.
 		if err := goRun([]string{"CGO_ENABLED=0"}, "build", "-o", tmp+"/",
 			"github.com/matrix-org/dendrite/cmd/dendrite", "github.com/letsencrypt/pebble/v2/cmd/pebble"); err != nil {
 			return "", err
 		}
-		if err := os.Rename(tmp, tools); err != nil {
+		// Another run may have finished first; then either copy will do.
+		if err := os.Rename(tmp, tools); err != nil && !errors.Is(err, fs.ErrExist) && !errors.Is(err, syscall.ENOTEMPTY) {
 			return "", err
 		}
 		fmt.Fprintf(os.Stderr, "e2e: built in %.0fs\n", time.Since(start).Seconds())
 	}
-	bin := filepath.Join(cache, "run")
-	if err := os.MkdirAll(bin, 0o755); err != nil {
+	// A directory per run, so that runs from two checkouts at once do not
+	// overwrite each other's signpost.
+	bin, err := os.MkdirTemp(cache, "run-")
+	if err != nil {
 		return "", err
 	}
 	if err := goRun(nil, "build", "-o", bin+"/", "github.com/signpost-dev/signpost/cmd/signpost"); err != nil {
 		return "", err
 	}
 	for _, p := range []string{"dendrite", "pebble"} {
-		os.Remove(filepath.Join(bin, p))
 		if err := os.Symlink(filepath.Join(tools, p), filepath.Join(bin, p)); err != nil {
 			return "", err
 		}
@@ -158,11 +172,14 @@ func installJS(cache string) (string, error) {
 			return "", fmt.Errorf("%s not installed (Node.js 20 or later)", p)
 		}
 	}
-	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return "", err
 	}
+	tmp, err := os.MkdirTemp(cache, "installing-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
 	for _, f := range []string{"package.json", "package-lock.json"} {
 		data, err := os.ReadFile(filepath.Join("js", f))
 		if err != nil {
@@ -177,7 +194,7 @@ func installJS(cache string) (string, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("npm ci: %v\n%s", err, out)
 	}
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, fs.ErrExist) && !errors.Is(err, syscall.ENOTEMPTY) {
 		return "", err
 	}
 	return dir, nil
