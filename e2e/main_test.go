@@ -144,7 +144,9 @@ func build(cache string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := goRun(nil, "build", "-o", bin+"/", "github.com/signpost-dev/signpost/cmd/signpost"); err != nil {
+	// From the product module itself, with its own go.mod: this module
+	// never needs to follow the product's dependencies.
+	if err := goRun(nil, "-C", "..", "build", "-o", bin+"/", "./cmd/signpost"); err != nil {
 		return "", err
 	}
 	for _, p := range []string{"dendrite", "pebble"} {
