@@ -83,6 +83,12 @@ type Options struct {
 	// DNSWaitTimeout bounds how long a DNS-01 challenge waits for DNSAddr
 	// and the secondaries to serve its TXT record; 2 minutes if zero.
 	DNSWaitTimeout time.Duration
+
+	// Limits are the CA's issuance limits, which orders are queued to
+	// stay within. If nil, Let's Encrypt's published limits apply when
+	// acme.directory is Let's Encrypt's, and only an in-flight bound for
+	// any other CA (see LetsEncryptLimits and Limits).
+	Limits *Limits
 }
 
 // Manager obtains, renews, caches and serves the certificates. It is safe
@@ -107,6 +113,7 @@ type Manager struct {
 	dnsWait time.Duration
 	alpn    bool
 	wanted  atomic.Pointer[map[string]bool] // names currently wanted, read by onEvent
+	queue   *queue                          // lets orders start within the CA's limits, fairly
 
 	// mode "self-signed"
 	self atomic.Pointer[selfSignedSet]
@@ -206,6 +213,11 @@ func (m *Manager) setUpACME(o Options) error {
 	m.dnsAddr = []string{o.DNSAddr}
 	m.dnsWait = cmpOr(o.DNSWaitTimeout, 2*time.Minute)
 	m.alpn = useALPN
+	lim := limitsFor(a.Directory)
+	if o.Limits != nil {
+		lim = *o.Limits
+	}
+	m.queue = newQueue(lim, time.Now)
 	if m.storage, err = newStorage(a.Storage, m.log); err != nil {
 		return err
 	}
@@ -347,6 +359,7 @@ func (m *Manager) SetModel(ctx context.Context, mod *config.Model) error {
 			m.managed[name].cancel()
 			delete(m.managed, name)
 			dropped = append(dropped, certmagic.SubjectIssuer{Subject: name})
+			m.queue.forget(name)
 			m.log.Info("certificate no longer managed", "name", name)
 		}
 	}
@@ -449,11 +462,18 @@ func (m *Manager) ensure(ctx context.Context, cfg *certmagic.Config, name string
 func (m *Manager) load(ctx context.Context, cfg *certmagic.Config, name string) error {
 	cert, err := cfg.CacheManagedCertificate(ctx, name)
 	if errors.Is(err, fs.ErrNotExist) {
+		// The queue decides when the first attempt may start; certmagic's
+		// retries pass through it again in onEvent.
+		if err := m.queue.wait(ctx, name, false); err != nil {
+			return err
+		}
 		// Async: not interactive (the sync variant would prompt on stdin
 		// for an email address when none is configured), and retried by
-		// certmagic while the CA fails, at its pace, which respects the
-		// CA's limits; storage faults end it through the fault report.
-		if err := cfg.ObtainCertAsync(ctx, name); err != nil {
+		// certmagic while the CA fails, on its back-off schedule; storage
+		// faults end it through the fault report.
+		err := cfg.ObtainCertAsync(ctx, name)
+		m.queue.done(name) // found in storage after all, or ended without an event
+		if err != nil {
 			return err
 		}
 		_, err = cfg.CacheManagedCertificate(ctx, name)
@@ -566,9 +586,16 @@ func (m *Manager) onEvent(ctx context.Context, event string, data map[string]any
 	if m.muted.Load() {
 		return errStopped // aborts an obtain or renewal that was about to start
 	}
+	if event == "cert_obtaining" {
+		if err := m.admit(ctx, data); err != nil {
+			return err // aborts the attempt; certmagic retries it later
+		}
+	}
 	m.stats.event(event, data, time.Now())
+	name, _ := data["identifier"].(string)
 	switch event {
 	case "cert_obtained":
+		m.queue.done(name)
 		msg := "certificate obtained"
 		if renewal, _ := data["renewal"].(bool); renewal {
 			msg = "certificate renewed"
@@ -580,6 +607,7 @@ func (m *Manager) onEvent(ctx context.Context, event string, data map[string]any
 			msg = "certificate renewal failed"
 		}
 		issuers, _ := data["issuers"].([]string)
+		m.queue.failed(name, max(len(issuers), 1))
 		m.log.Error(msg, "name", data["identifier"], "issuer", strings.Join(slices.Compact(issuers), ","), "error", data["error"])
 	case "cert_obtaining":
 		m.log.Debug("obtaining certificate", "name", data["identifier"], "renewal", data["renewal"] == true)
@@ -599,6 +627,24 @@ func (m *Manager) onEvent(ctx context.Context, event string, data map[string]any
 		m.cache.RemoveManaged(subjects)
 	}
 	return nil
+}
+
+// admit holds an order attempt that certmagic is about to start until
+// the queue lets it go: renewals, which certmagic's maintenance starts on
+// its own, and retries of a first order. The first attempt of a first
+// order was let through by load before certmagic took the name's lock, so
+// that names waiting for their turn hold no lock.
+func (m *Manager) admit(ctx context.Context, data map[string]any) error {
+	name, _ := data["identifier"].(string)
+	renewal, _ := data["renewal"].(bool)
+	attempt := 0
+	if n, ok := ctx.Value(certmagic.AttemptsCtxKey).(*int); ok {
+		attempt = *n
+	}
+	if !renewal && attempt == 0 {
+		return nil
+	}
+	return m.queue.wait(ctx, name, renewal)
 }
 
 // TLSConfig returns the configuration for the HTTPS listener. Certificates
@@ -666,6 +712,7 @@ func (m *Manager) Stop() {
 	m.muted.Store(true)
 	m.cancel()
 	if m.cache != nil {
+		m.queue.close()
 		m.storage.close()
 		m.cache.Stop()
 	}
