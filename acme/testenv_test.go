@@ -5,11 +5,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -194,6 +197,9 @@ type pebble struct {
 	accounts   atomic.Int64 // accounts created
 	ari        atomic.Int64 // renewal information served
 	nonces     atomic.Int64 // requests rejected with badNonce
+
+	mu         sync.Mutex
+	nameOrders map[string]int // orders created, by the names they were for
 }
 
 type pebbleOptions struct {
@@ -245,11 +251,25 @@ func (p *pebble) directory() string { return p.srv.URL + wfe.DirectoryPath }
 // count wraps Pebble's handler to count what the tests assert on.
 func (p *pebble) count(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var names []string
+		if r.Method == http.MethodPost && r.URL.Path == "/order-plz" {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			names = orderNames(body)
+		}
 		rec := &statusWriter{ResponseWriter: w}
 		h.ServeHTTP(rec, r)
 		switch {
 		case r.Method == http.MethodPost && r.URL.Path == "/order-plz" && rec.status == http.StatusCreated:
 			p.orders.Add(1)
+			p.mu.Lock()
+			if p.nameOrders == nil {
+				p.nameOrders = map[string]int{}
+			}
+			for _, n := range names {
+				p.nameOrders[n]++
+			}
+			p.mu.Unlock()
 		case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/chalZ/") && rec.status == http.StatusOK:
 			p.challenges.Add(1)
 		case r.Method == http.MethodPost && r.URL.Path == "/sign-me-up" && rec.status == http.StatusCreated:
@@ -261,6 +281,35 @@ func (p *pebble) count(h http.Handler) http.Handler {
 			p.nonces.Add(1)
 		}
 	})
+}
+
+// ordersByName returns how many orders Pebble created for each name.
+func (p *pebble) ordersByName() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.nameOrders)
+}
+
+// orderNames returns the identifiers of a new-order request: the JWS's
+// payload, base64url without padding, holds {"identifiers": [...]}.
+func orderNames(body []byte) []string {
+	var jws struct{ Payload string }
+	if json.Unmarshal(body, &jws) != nil {
+		return nil
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(jws.Payload)
+	if err != nil {
+		return nil
+	}
+	var order struct{ Identifiers []struct{ Value string } }
+	if json.Unmarshal(payload, &order) != nil {
+		return nil
+	}
+	var names []string
+	for _, id := range order.Identifiers {
+		names = append(names, id.Value)
+	}
+	return names
 }
 
 type statusWriter struct {
