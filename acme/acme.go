@@ -482,6 +482,7 @@ func (m *Manager) load(ctx context.Context, cfg *certmagic.Config, name string) 
 	if err != nil {
 		return err
 	}
+	m.chargeStored(ctx, cfg, name, cert)
 	if !cert.NeedsRenewal(cfg) {
 		return nil
 	}
@@ -503,6 +504,24 @@ func (m *Manager) load(ctx context.Context, cfg *certmagic.Config, name string) 
 		m.cache.Remove([]string{cert.Hash()})
 	}
 	return nil
+}
+
+// chargeStored tells the queue when a certificate found in storage was
+// issued, if that was recent enough to count against the CA's limits.
+// The storage's modification time is when it was saved; the certificate's
+// NotBefore is the fallback, though Let's Encrypt backdates it by an hour.
+func (m *Manager) chargeStored(ctx context.Context, cfg *certmagic.Config, name string, cert certmagic.Certificate) {
+	if cert.Leaf == nil || time.Since(cert.Leaf.NotBefore) > m.queue.lim.window()+time.Hour {
+		return // the common case at start-up: no storage look-up
+	}
+	at := cert.Leaf.NotBefore
+	for _, iss := range cfg.Issuers {
+		if ki, err := m.storage.Stat(ctx, certmagic.StorageKeys.SiteCert(iss.IssuerKey(), name)); err == nil && !ki.Modified.IsZero() {
+			at = ki.Modified
+			break
+		}
+	}
+	m.queue.issued(name, at)
 }
 
 // cached reports whether the cache holds a certificate for exactly name.

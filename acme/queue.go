@@ -272,6 +272,37 @@ func (q *queue) failed(name string, n int) {
 	q.dispatch()
 }
 
+// issued charges the limits for a certificate of name that was issued
+// at the given past instant, found in storage at start-up: the buckets
+// start full in every process, and without this a process restarted in a
+// loop would spend a fresh burst of orders each time. The certificate may
+// have been a renewal, exempt from the per-domain limit; it is charged
+// there too, erring on the side of the CA's limits.
+func (q *queue) issued(name string, at time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := q.now()
+	if at.After(now.Add(-q.lim.OrdersWindow)) {
+		q.orders.take(at, q.lim.Orders, q.lim.OrdersWindow)
+	}
+	if !at.After(now.Add(-q.lim.CertificatesWindow)) {
+		return // refilled long since (or no limit at all)
+	}
+	d := registeredDomain(name)
+	l := q.lines[d]
+	if l == nil {
+		l = &line{domain: d}
+		q.lines[d] = l
+	}
+	l.certs.take(at, q.lim.Certificates, q.lim.CertificatesWindow)
+}
+
+// window returns the longest limit window: certificates issued longer
+// ago than that count against nothing.
+func (lim Limits) window() time.Duration {
+	return max(lim.OrdersWindow, lim.CertificatesWindow)
+}
+
 // forget drops what the queue remembers of name's failures, once name
 // is no longer managed.
 func (q *queue) forget(name string) {

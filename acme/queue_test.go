@@ -227,3 +227,42 @@ func TestQueueInFlight(t *testing.T) {
 		t.Errorf("granted %q with both slots taken", got)
 	}
 }
+
+// TestQueueChargesStoredCertificates: certificates found in storage count
+// against the limits from when they were issued, so a restart does not
+// bring a fresh burst.
+func TestQueueChargesStoredCertificates(t *testing.T) {
+	lim := LetsEncryptLimits()
+	lim.InFlight = 1000
+	q := testQueue(lim)
+	for i := range 300 {
+		q.issued(fmt.Sprintf("chat.d%d.example", i), t0.Add(-time.Hour))
+	}
+	for i := range 50 {
+		q.issued(fmt.Sprintf("s%d.example.co.uk", i), t0.Add(-24*time.Hour))
+	}
+	q.issued("old.example.net", t0.Add(-8*24*time.Hour)) // outside every window: not charged
+	for i := range 400 {
+		q.enqueue(fmt.Sprintf("new%d.e%d.example", i, i), false)
+	}
+	// The 300 orders an hour ago leave an hour's refill; the 50 a day ago
+	// are outside the account's 3-hour window.
+	if got, _ := grantNames(q, t0); len(got) != 100 {
+		t.Fatalf("granted %d, want 100: an hour's refill of the account's orders", len(got))
+	}
+	if _, ok := q.lines["example.net"]; ok {
+		t.Error("a certificate older than every window was charged")
+	}
+
+	// A day refills 24h / 201.6 min = 7.1 certificates in example.co.uk.
+	q = testQueue(Limits{Certificates: 50, CertificatesWindow: 7 * 24 * time.Hour, InFlight: 1000})
+	for i := range 50 {
+		q.issued(fmt.Sprintf("s%d.example.co.uk", i), t0.Add(-24*time.Hour))
+	}
+	for i := range 10 {
+		q.enqueue(fmt.Sprintf("new%d.example.co.uk", i), false)
+	}
+	if got, _ := grantNames(q, t0); len(got) != 7 {
+		t.Errorf("granted %d in example.co.uk, want 7: a day's refill", len(got))
+	}
+}
