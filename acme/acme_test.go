@@ -60,6 +60,8 @@ func TestObtain(t *testing.T) {
 				`signpost_certificate_not_after_seconds{name="` + name + `"}`:              float64(leaf.NotAfter.Unix()),
 				`signpost_acme_challenges_total{challenge="` + challenge + `"}`:            1,
 				`signpost_acme_challenge_failures_total{challenge="` + challenge + `"}`:    0,
+				`signpost_acme_orders_waiting`:                                             0,
+				`signpost_acme_orders_in_flight`:                                           0,
 			}
 			for _, other := range []string{config.ChallengeHTTP01, config.ChallengeTLSALPN01, config.ChallengeDNS01} {
 				if other != challenge {

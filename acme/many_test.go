@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/signpost-dev/signpost/config"
+	"github.com/signpost-dev/signpost/internal/promtest"
 )
 
 // TestManyCertificates obtains 500 certificates from Pebble for 500
@@ -95,6 +96,12 @@ func TestManyCertificates(t *testing.T) {
 		}
 	}
 	e.fetch(mod, names[0], roots)
+	vs := promtest.Values(t, second.mgr.Metrics())
+	for _, m := range []string{"signpost_acme_orders_waiting", "signpost_acme_orders_in_flight"} {
+		if v, ok := vs[m]; !ok || v != 0 {
+			t.Errorf("%s = %v (present %v), want 0 once every name is served", m, v, ok)
+		}
+	}
 	second.stop()
 
 	// Orders: one per name, plus one per failed order (a validation can
@@ -105,7 +112,7 @@ func TestManyCertificates(t *testing.T) {
 	for _, r := range e.logs.find(0, "certificate obtain failed") {
 		failed[r.Attrs["name"]]++
 	}
-	byName := e.pebble.ordersByName()
+	byName, seq := e.pebble.ordersByName()
 	again, failures := 0, 0
 	for _, name := range names {
 		n := byName[name] - failed[name]
@@ -123,6 +130,16 @@ func TestManyCertificates(t *testing.T) {
 	if got, want := e.pebble.orders.Load(), int64(total+failures+again); got != want {
 		t.Errorf("orders = %d, want %d (%d names, %d failed orders, %d ordered again after the stop)", got, want, total, failures, again)
 	}
+	// Fairness: the names were configured domain after domain, 50 each,
+	// yet the first 100 orders reach every domain: the domains take
+	// turns. (In configuration order they would reach only two.)
+	perDomain100 := map[string]int{}
+	for _, n := range seq[:100] {
+		perDomain100[n[strings.IndexByte(n, '.')+1:]]++
+	}
+	if len(perDomain100) != domains {
+		t.Errorf("the first 100 orders reach %d registered domains, want all %d: %v", len(perDomain100), domains, perDomain100)
+	}
 	if again > 8 {
 		t.Errorf("%d names ordered again after the stop, want at most 8, the in-flight bound", again)
 	}
@@ -132,7 +149,8 @@ func TestManyCertificates(t *testing.T) {
 	if got := storedCerts(t, e.storage); len(got) != total {
 		t.Errorf("storage holds %d certificates, want %d", len(got), total)
 	}
-	t.Logf("orders: %d for %d names; %d failed and were retried; %d names were under way at the stop and ordered again", e.pebble.orders.Load(), total, failures, again)
+	t.Logf("orders: %d for %d names; %d failed and were retried; %d names were under way at the stop and ordered again; first 100 orders by domain: %v",
+		e.pebble.orders.Load(), total, failures, again, perDomain100)
 }
 
 // waitServing waits until n distinct names have been reported served

@@ -428,13 +428,12 @@ func (q *queue) tidy(now time.Time) {
 	}
 }
 
-// waiting returns the number of names waiting in the queue.
-func (q *queue) waiting() int {
+// counts returns the number of names waiting and of orders in flight.
+func (q *queue) counts() (waiting, inFlight int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n := 0
 	for _, l := range q.ring {
-		n += len(l.waiting)
+		waiting += len(l.waiting)
 	}
-	return n
+	return waiting, len(q.inFlight)
 }

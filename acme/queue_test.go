@@ -96,8 +96,8 @@ func TestQueueTakesDomainsInTurn(t *testing.T) {
 	if !slices.Equal(order, want) {
 		t.Errorf("order %q\nwant  %q", order, want)
 	}
-	if n := q.waiting(); n != 1000-4 {
-		t.Errorf("waiting %d, want %d", n, 1000-4)
+	if waiting, inFlight := q.counts(); waiting != 1000-4 || inFlight != 0 {
+		t.Errorf("counts = %d waiting, %d in flight; want %d and 0", waiting, inFlight, 1000-4)
 	}
 }
 

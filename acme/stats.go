@@ -112,10 +112,14 @@ var (
 		"ACME challenges tried, by type.", []string{"challenge"}, nil)
 	descChallengeFailures = prometheus.NewDesc("signpost_acme_challenge_failures_total",
 		"ACME challenges the CA failed, by type.", []string{"challenge"}, nil)
+	descOrdersWaiting = prometheus.NewDesc("signpost_acme_orders_waiting",
+		"Names waiting for their turn to order a certificate within the CA's limits.", nil, nil)
+	descOrdersInFlight = prometheus.NewDesc("signpost_acme_orders_in_flight",
+		"ACME orders under way.", nil, nil)
 )
 
 func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descNotAfter, descLastFailure, descAttempts, descFailures, descChallenges, descChallengeFailures} {
+	for _, d := range []*prometheus.Desc{descNotAfter, descLastFailure, descAttempts, descFailures, descChallenges, descChallengeFailures, descOrdersWaiting, descOrdersInFlight} {
 		ch <- d
 	}
 }
@@ -133,6 +137,11 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(descNotAfter, prometheus.GaugeValue, v, n)
 		}
+	}
+	if m.queue != nil { // mode "acme"
+		waiting, inFlight := m.queue.counts()
+		ch <- prometheus.MustNewConstMetric(descOrdersWaiting, prometheus.GaugeValue, float64(waiting))
+		ch <- prometheus.MustNewConstMetric(descOrdersInFlight, prometheus.GaugeValue, float64(inFlight))
 	}
 	st := &m.stats
 	st.mu.Lock()

@@ -200,6 +200,7 @@ type pebble struct {
 
 	mu         sync.Mutex
 	nameOrders map[string]int // orders created, by the names they were for
+	orderSeq   []string       // the first name of every order created, in order
 }
 
 type pebbleOptions struct {
@@ -269,6 +270,9 @@ func (p *pebble) count(h http.Handler) http.Handler {
 			for _, n := range names {
 				p.nameOrders[n]++
 			}
+			if len(names) > 0 {
+				p.orderSeq = append(p.orderSeq, names[0])
+			}
 			p.mu.Unlock()
 		case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/chalZ/") && rec.status == http.StatusOK:
 			p.challenges.Add(1)
@@ -283,11 +287,12 @@ func (p *pebble) count(h http.Handler) http.Handler {
 	})
 }
 
-// ordersByName returns how many orders Pebble created for each name.
-func (p *pebble) ordersByName() map[string]int {
+// ordersByName returns how many orders Pebble created for each name,
+// and the name of each order in the order they were created.
+func (p *pebble) ordersByName() (map[string]int, []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return maps.Clone(p.nameOrders)
+	return maps.Clone(p.nameOrders), slices.Clone(p.orderSeq)
 }
 
 // orderNames returns the identifiers of a new-order request: the JWS's
