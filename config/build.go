@@ -45,7 +45,7 @@ const (
 )
 
 func build(ps *problems, f *file, o Options) *Model {
-	m := &Model{byServerName: map[string]*Delegation{}}
+	m := &Model{byServerName: map[string]*Delegation{}, byOrigin: map[string]*Zone{}}
 	ttl := buildDNS(ps, f, m)
 	buildEDNS(ps, f, m)
 	buildHTTP(ps, f, m)
@@ -73,8 +73,29 @@ func build(ps *problems, f *file, o Options) *Model {
 	if len(ps.errs) > 0 {
 		return m
 	}
+	// A zone that a reload left as it was is the previous model's *Zone,
+	// so the servers can tell it has not changed and keep what they
+	// derived from it (dnsserver's precomputed answers), rather than
+	// rebuild every zone when one line changed.
+	reused := map[*Zone]*Zone{}
 	for _, z := range zones {
-		z.finish(m, o, m.DNS.Nameservers)
+		if prev := z.finish(m, o, m.DNS.Nameservers); prev != nil {
+			reused[z.Zone] = prev
+			z.Zone = prev
+		}
+	}
+	if len(reused) > 0 {
+		for i, z := range m.Zones {
+			if prev := reused[z]; prev != nil {
+				m.Zones[i] = prev
+				m.byOrigin[prev.Origin] = prev
+			}
+		}
+		for _, d := range m.Delegations {
+			if prev := reused[d.Zone]; prev != nil {
+				d.Zone = prev
+			}
+		}
 	}
 	buildCatalog(ps, m, o)
 	return m
@@ -253,6 +274,10 @@ type sourced struct {
 
 func buildZones(ps *problems, f *file, m *Model, ttl uint32) []*zoneBuild {
 	var zones []*zoneBuild
+	// Maps, not a comparison of every pair, find nested zones: a provider
+	// has thousands.
+	byOrigin := map[string]*zoneBuild{}
+	below := map[string]*zoneBuild{} // a proper ancestor of an origin -> the first zone under it
 	for i, zt := range f.Zone {
 		key := fmt.Sprintf("zone[%d]", i)
 		origin := strings.ToLower(strings.TrimSuffix(zt.Origin, "."))
@@ -266,12 +291,20 @@ func buildZones(ps *problems, f *file, m *Model, ttl uint32) []*zoneBuild {
 		}
 		z := &zoneBuild{Zone: &Zone{Origin: origin + "."}, key: key}
 		bad := false
-		for _, other := range zones {
-			switch {
-			case other.Origin == z.Origin:
-				ps.errorf(key+".origin", "%q is already %s; merge the two tables", zt.Origin, other.key)
-				bad = true
-			case dns.IsSubDomain(other.Origin, z.Origin), dns.IsSubDomain(z.Origin, other.Origin):
+		if other := byOrigin[z.Origin]; other != nil {
+			ps.errorf(key+".origin", "%q is already %s; merge the two tables", zt.Origin, other.key)
+			bad = true
+		} else {
+			var nested []*zoneBuild
+			for _, a := range ancestors(z.Origin) {
+				if other := byOrigin[a]; other != nil {
+					nested = append(nested, other)
+				}
+			}
+			if other := below[z.Origin]; other != nil {
+				nested = append(nested, other)
+			}
+			for _, other := range nested {
 				ps.errorf(key+".origin", "%q and %s (%q) nest; serve the inner names from the outer zone's records instead", zt.Origin, other.key, other.Origin)
 				bad = true
 			}
@@ -298,10 +331,17 @@ func buildZones(ps *problems, f *file, m *Model, ttl uint32) []*zoneBuild {
 		}
 		if !bad {
 			zones = append(zones, z)
+			byOrigin[z.Origin] = z
+			for _, a := range ancestors(z.Origin) {
+				if below[a] == nil {
+					below[a] = z
+				}
+			}
 		}
 	}
 	for _, z := range zones {
 		m.Zones = append(m.Zones, z.Zone)
+		m.byOrigin[z.Origin] = z.Zone
 	}
 	return zones
 }
@@ -533,14 +573,7 @@ func document(ps *problems, key string, v any) []byte {
 // deriveRecords adds the records signpost derives to each zone and checks
 // the whole zone for conflicts, then sorts it.
 func deriveRecords(ps *problems, m *Model, zones []*zoneBuild, ttl uint32) {
-	zoneOf := func(name string) *zoneBuild {
-		for _, z := range zones {
-			if dns.IsSubDomain(z.Origin, name) {
-				return z
-			}
-		}
-		return nil
-	}
+	zoneOf := zoneIndex(zones)
 	hdr := func(name string, t uint16) dns.RR_Header {
 		return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: ttl}
 	}
@@ -707,8 +740,10 @@ func checkZone(ps *problems, z *zoneBuild) {
 	}
 }
 
-// finish sorts the zone, builds its SOA and picks its serial.
-func (z *zoneBuild) finish(m *Model, o Options, nameservers []string) {
+// finish sorts the zone, builds its SOA and picks its serial. It returns
+// the zone of o.Previous with the same origin when that one is the same in
+// every way (records, serial, addresses), for the caller to use instead.
+func (z *zoneBuild) finish(m *Model, o Options, nameservers []string) *Zone {
 	rrs := make([]dns.RR, 0, len(z.records)+1)
 	for _, s := range z.records {
 		rrs = append(rrs, s.rr)
@@ -737,23 +772,26 @@ func (z *zoneBuild) finish(m *Model, o Options, nameservers []string) {
 	}
 	h.Sum(z.hash[:0])
 	soa.Serial = uint32(o.Now().Unix())
+	var prev *Zone
 	if o.Previous != nil {
-		for _, prev := range o.Previous.Zones {
-			if prev.Origin != z.Origin {
-				continue
-			}
-			if prev.hash == z.hash {
-				soa.Serial = prev.SOA.Serial
-			} else if int32(soa.Serial-prev.SOA.Serial) <= 0 { // RFC 1982 comparison
-				soa.Serial = prev.SOA.Serial + 1
-			}
+		prev = o.Previous.zone(z.Origin)
+	}
+	if prev != nil {
+		if prev.hash == z.hash {
+			soa.Serial = prev.SOA.Serial
+		} else if int32(soa.Serial-prev.SOA.Serial) <= 0 { // RFC 1982 comparison
+			soa.Serial = prev.SOA.Serial + 1
 		}
 	}
 	if floor, ok := o.Floor[z.Origin]; ok && int32(soa.Serial-floor) <= 0 {
 		soa.Serial = floor + 1
 	}
+	if prev != nil && prev.hash == z.hash && prev.SOA.Serial == soa.Serial && slices.Equal(prev.Addresses, z.Addresses) {
+		return prev
+	}
 	z.SOA = soa
 	z.Records = append([]dns.RR{soa}, rrs...)
+	return nil
 }
 
 // compareRR orders records canonically (RFC 4034 §6.1 for names), then by
