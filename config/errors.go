@@ -47,7 +47,7 @@ func (e Errors) Error() string {
 // to its line through the position index.
 type problems struct {
 	file     string
-	pos      *positions
+	pos      func() *positions
 	errs     Errors
 	warnings []*Problem
 }
@@ -61,7 +61,7 @@ func (ps *problems) warnf(key, format string, args ...any) {
 }
 
 func (ps *problems) problem(key, format string, args ...any) *Problem {
-	return &Problem{File: ps.file, Line: ps.pos.line(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+	return &Problem{File: ps.file, Line: ps.pos().line(key), Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // sorted orders problems by line so output reads top to bottom; problems

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
@@ -37,7 +38,11 @@ func Load(path string, o Options) (*Model, error) {
 
 // Parse is Load for a file already in memory; path is used in messages only.
 func Parse(path string, data []byte, o Options) (*Model, error) {
-	ps := &problems{file: path, pos: indexPositions(data)}
+	// Lines are looked up only for problems, so a valid file is never
+	// indexed: for 10,000 zones the index is a fifth of the time to load
+	// and, kept in the model, 20 MB.
+	pos := sync.OnceValue(func() *positions { return indexPositions(data) })
+	ps := &problems{file: path, pos: pos}
 	var f file
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -58,7 +63,7 @@ func Parse(path string, data []byte, o Options) (*Model, error) {
 		return nil, Errors(sorted(ps.errs))
 	}
 	m.Path = path
-	m.pos = ps.pos
+	m.pos = pos
 	m.Warnings = sorted(ps.warnings)
 	return m, nil
 }
@@ -72,7 +77,7 @@ func (ps *problems) decodeError(err error) {
 			line, column := e.Position()
 			key := []string(e.Key())
 			name := key[len(key)-1]
-			path := ps.pos.pathAt(line, column)
+			path := ps.pos().pathAt(line, column)
 			if path == "" {
 				path = strings.Join(key, ".")
 			}

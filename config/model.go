@@ -49,7 +49,7 @@ type Model struct {
 
 	byServerName map[string]*Delegation
 	byOrigin     map[string]*Zone
-	pos          *positions // where each key is written, for Problemf
+	pos          func() *positions // where each key is written, for Problemf
 }
 
 // DNS is the [dns] table.
