@@ -53,12 +53,12 @@ type fastEntry struct {
 // fastZone is one zone's part of the fast path: its precomputed replies,
 // and what NXDOMAIN and NODATA need for names that have none.
 type fastZone struct {
-	origin string                // lower-case wire format
+	origin string // lower-case wire format
 	// entries are the zone's part of fastIndex.table; a slice costs a
 	// fraction of a map, which buildFast makes once for all zones.
 	entries []fastKeyed
-	names  map[string]uint8      // every existing name (lower-case wire) → flags
-	neg    [2]template           // SOA in authority, without and with OPT
+	names   map[string]uint8 // every existing name (lower-case wire) → flags
+	neg     [2]template      // SOA in authority, without and with OPT
 	// clash lists the labels right above the origin of SOA MNAME/RNAME
 	// names inside the zone: a query name under the same label would let
 	// miekg/dns compress differently from the template.
