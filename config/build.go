@@ -59,6 +59,9 @@ func build(ps *problems, f *file, o Options) *Model {
 	checkDNSOff(ps, f, m)
 	// Derive even when there are errors already: the parts that are valid
 	// may still conflict, and the user should hear about everything at once.
+	if ps.stopped(0) {
+		return m
+	}
 	deriveRecords(ps, m, zones, ttl)
 	// With DNS off no record is served, so nothing can hide behind a cut,
 	// miss an address or be shadowed by the catalog.
@@ -70,7 +73,7 @@ func build(ps *problems, f *file, o Options) *Model {
 	if !m.DNSOff() {
 		checkCatalogAbove(ps, m, zones)
 	}
-	if len(ps.errs) > 0 {
+	if len(ps.errs) > 0 || ps.stopped(0) {
 		return m
 	}
 	// A zone that a reload left as it was is the previous model's *Zone,
@@ -78,7 +81,10 @@ func build(ps *problems, f *file, o Options) *Model {
 	// derived from it (dnsserver's precomputed answers), rather than
 	// rebuild every zone when one line changed.
 	reused := map[*Zone]*Zone{}
-	for _, z := range zones {
+	for i, z := range zones {
+		if ps.stopped(i) {
+			return m
+		}
 		if prev := z.finish(m, o, m.DNS.Nameservers); prev != nil {
 			reused[z.Zone] = prev
 			z.Zone = prev
@@ -279,6 +285,9 @@ func buildZones(ps *problems, f *file, m *Model, ttl uint32) []*zoneBuild {
 	byOrigin := map[string]*zoneBuild{}
 	below := map[string]*zoneBuild{} // a proper ancestor of an origin -> the first zone under it
 	for i, zt := range f.Zone {
+		if ps.stopped(i) {
+			return nil
+		}
 		key := fmt.Sprintf("zone[%d]", i)
 		origin := strings.ToLower(strings.TrimSuffix(zt.Origin, "."))
 		if p := originProblem(origin); p != "" {
@@ -400,6 +409,9 @@ func parseRecord(ps *problems, key, text, origin string, ttl uint32) dns.RR {
 
 func buildDelegations(ps *problems, f *file, m *Model) {
 	for i, dt := range f.Delegation {
+		if ps.stopped(i) {
+			return
+		}
 		key := fmt.Sprintf("delegation[%d]", i)
 		d := &Delegation{ServerName: dt.ServerName, SRVFallback: dt.SRVFallback == nil || *dt.SRVFallback}
 		ok := true
@@ -654,7 +666,10 @@ func deriveRecords(ps *problems, m *Model, zones []*zoneBuild, ttl uint32) {
 		srv := &dns.SRV{Hdr: hdr(owner, dns.TypeSRV), Priority: 10, Weight: 0, Port: d.srvPort, Target: fqdn(d.srvTarget)}
 		z.records = append(z.records, sourced{srv, key + ".server"})
 	}
-	for _, z := range zones {
+	for i, z := range zones {
+		if ps.stopped(i) {
+			return
+		}
 		checkZone(ps, z)
 	}
 }

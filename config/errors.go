@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -46,10 +47,17 @@ func (e Errors) Error() string {
 // problems collects errors and warnings against one file, resolving each key
 // to its line through the position index.
 type problems struct {
+	ctx      context.Context // the build gives up when it is done
 	file     string
 	pos      func() *positions
 	errs     Errors
 	warnings []*Problem
+}
+
+// stopped reports whether the build should give up; loops over zones and
+// delegations ask every so often (every index i that is a multiple of 256).
+func (ps *problems) stopped(i int) bool {
+	return i%256 == 0 && ps.ctx.Err() != nil
 }
 
 func (ps *problems) errorf(key, format string, args ...any) {

@@ -15,6 +15,9 @@ import (
 func checkReach(ps *problems, m *Model, zones []*zoneBuild) {
 	zoneOf := zoneIndex(zones)
 	for i, d := range m.Delegations {
+		if ps.stopped(i) {
+			return
+		}
 		key := fmt.Sprintf("delegation[%d]", i)
 		name := d.ServerName + "."
 		if z := zoneOf(name); z != nil {

@@ -35,7 +35,13 @@ func (e env) serve(ctx context.Context, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	model, ok := e.load(path, nil)
+	// SIGTERM during start-up stops it, with the exit code of a stop once
+	// serving (a provider's file takes a while to load and index).
+	stopped := func() bool { return ctx.Err() != nil }
+	model, ok := e.load(ctx, path, nil)
+	if stopped() {
+		return exitOK
+	}
 	if !ok {
 		return exitFail
 	}
@@ -48,7 +54,9 @@ func (e env) serve(ctx context.Context, args []string) int {
 			fmt.Fprintf(e.stderr, "signpost: %v; move it aside to start with serials from the clock\n", err)
 			return exitFail
 		}
-		if model, ok = e.load(path, floor); !ok {
+		if model, ok = e.load(ctx, path, floor); stopped() {
+			return exitOK
+		} else if !ok {
 			return exitFail
 		}
 	}
@@ -172,6 +180,9 @@ func (e env) serve(ctx context.Context, args []string) int {
 	httpSrv := httpserver.New(httpserver.Options{Logger: log.With("part", "http"), TLSConfig: certs.TLSConfig(), WrapPlain: certs.HTTPHandler})
 	httpSrv.SetModel(model)
 	if err := certs.SetModel(ctx, model); err != nil {
+		if stopped() {
+			return exitOK
+		}
 		log.Error("certificates", "err", err)
 		return exitFail
 	}
@@ -209,7 +220,10 @@ loop:
 			log.Info("stopping", "reason", context.Cause(ctx))
 			break loop
 		case <-e.hup:
-			next, err := config.Load(path, config.Options{Now: e.now, Previous: model})
+			next, err := config.LoadContext(ctx, path, config.Options{Now: e.now, Previous: model})
+			if stopped() {
+				continue // to the stop above
+			}
 			if err == nil && (!slices.Equal(next.DNS.Listen, model.DNS.Listen) || next.HTTP.Listen != model.HTTP.Listen || next.HTTP.PlainListen != model.HTTP.PlainListen) {
 				// The sockets stay what they are until a restart; serving a
 				// model that names other ones would send clients there.
