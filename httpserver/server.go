@@ -145,7 +145,7 @@ func New(o Options) *Server {
 	if o.TLSConfig != nil {
 		s.tls = tlsConfig(o.TLSConfig)
 	}
-	s.index.Store(newIndex(nil))
+	s.index.Store(newIndex(nil, nil))
 
 	var plain http.Handler = plainHandler{s}
 	if o.WrapPlain != nil {
@@ -206,7 +206,7 @@ func tlsConfig(in *tls.Config) *tls.Config {
 // serves nothing. Requests already being answered finish with the old model;
 // connections are kept.
 func (s *Server) SetModel(m *config.Model) {
-	s.index.Store(newIndex(m))
+	s.index.Store(newIndex(m, s.index.Load()))
 }
 
 // ServePlain accepts connections on l and serves plain HTTP: ACME HTTP-01
