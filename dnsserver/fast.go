@@ -171,10 +171,7 @@ func (ix *index) buildFastZone(z *zone) *fastZone {
 			}
 		}
 	}
-	fz.entries = make([]fastKeyed, 0, len(table))
-	for k, e := range table {
-		fz.entries = append(fz.entries, fastKeyed{k, e})
-	}
+	fz.entries = compactEntries(table)
 	soa := z.soa.rrs[0].(*dns.SOA)
 	for _, name := range []string{lower(soa.Ns), lower(soa.Mbox)} {
 		if name != z.origin && dns.IsSubDomain(z.origin, name) {
@@ -188,6 +185,44 @@ func (ix *index) buildFastZone(z *zone) *fastZone {
 	n, _ := dns.PackDomainName(z.origin, wire[:], 0, nil, false)
 	fz.origin = string(wire[:n])
 	return fz
+}
+
+// compactEntries returns the entries of table with their keys, replies
+// and structs each in one allocation for the zone: what outlives a build
+// is then a few dense objects, not a quarter of a million small ones
+// scattered among the build's garbage, which for 10,000 zones left the
+// process 120 MB larger than its live heap.
+func compactEntries(table map[string]*fastEntry) []fastKeyed {
+	nk, nr := 0, 0
+	for k, e := range table {
+		nk += len(k)
+		nr += len(e.plain) + len(e.edns)
+	}
+	keys := make([]byte, 0, nk)
+	replies := make([]byte, 0, nr)
+	entries := make([]fastEntry, 0, len(table))
+	// Each reply's slice ends where its data does, so nothing appends
+	// over the next one.
+	keep := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		replies = append(replies, b...)
+		return replies[len(replies)-len(b) : len(replies) : len(replies)]
+	}
+	lens := make([]int, 0, len(table))
+	for k, e := range table {
+		keys = append(keys, k...)
+		lens = append(lens, len(k))
+		entries = append(entries, fastEntry{plain: keep(e.plain), edns: keep(e.edns), plainComplete: e.plainComplete, ednsComplete: e.ednsComplete})
+	}
+	all, off := string(keys), 0
+	out := make([]fastKeyed, len(entries))
+	for i, n := range lens {
+		out[i] = fastKeyed{all[off : off+n], &entries[i]}
+		off += n
+	}
+	return out
 }
 
 // precompute packs the replies to name/qtype through the full path, using
