@@ -150,15 +150,29 @@ func (e env) serve(ctx context.Context, args []string) int {
 	dnsOn := len(dnsLs) > 0
 	var txtStore acme.TXTStore
 	var dnsAddr string
-	if dnsOn {
-		dnsSrv.SetModel(model) // from here on it may NOTIFY secondaries
-		txtStore, dnsAddr = dnsSrv, b.DNS[0]
+	errc := make(chan error, (runtime.GOMAXPROCS(0)+1)*len(dnsLs)+2)
+	running := 0
+	start := func(serve func() error) {
+		running++
+		go func() { errc <- serve() }()
 	}
 	closers = append(closers, func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 		defer cancel()
 		dnsSrv.Shutdown(sctx) // a no-op after the orderly shutdown below
 	})
+	if dnsOn {
+		dnsSrv.SetModel(model) // from here on it may NOTIFY secondaries
+		txtStore, dnsAddr = dnsSrv, b.DNS[0]
+		// DNS answers while HTTPS is being set up: with a provider's
+		// 10,000 names that is a few tenths of a second sooner.
+		for _, d := range dnsLs {
+			for _, pc := range d.pcs {
+				start(func() error { return dnsSrv.ServeUDP(pc) })
+			}
+			start(func() error { return dnsSrv.ServeTCP(d.l) })
+		}
+	}
 	certs, err := acme.New(acme.Options{
 		Logger:    log.With("part", "acme"),
 		ACME:      model.ACME,
@@ -182,18 +196,6 @@ func (e env) serve(ctx context.Context, args []string) int {
 		return exitFail
 	}
 
-	errc := make(chan error, (runtime.GOMAXPROCS(0)+1)*len(dnsLs)+2)
-	running := 0
-	start := func(serve func() error) {
-		running++
-		go func() { errc <- serve() }()
-	}
-	for _, d := range dnsLs {
-		for _, pc := range d.pcs {
-			start(func() error { return dnsSrv.ServeUDP(pc) })
-		}
-		start(func() error { return dnsSrv.ServeTCP(d.l) })
-	}
 	start(func() error { return httpSrv.ServeTLS(tlsL) })
 	start(func() error { return httpSrv.ServePlain(plainL) })
 
