@@ -19,7 +19,8 @@
 #   term         SIGTERM in the middle of a reload and of start-up: time
 #                until the process has exited
 #   knot         knotd on the same zone files: start to the last zone's SOA,
-#                `knotc reload` of the changed zone to its new record, RSS
+#                `knotc reload` of the changed zone to its new record, RSS,
+#                and its qps as signpost's, against a Knot serving N = 1
 #
 #   bench/scale/run.sh                  N = 100, 1000, 10000; 3 rounds of 5 s
 #   NS="100 1000" SECS=3 ROUNDS=5 bench/scale/run.sh
@@ -128,6 +129,29 @@ start() {
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+# startknot N DIR starts knotd on the zones of DIR/signpost.toml, as
+# signpost writes them, on port kport; its pid is kpid.
+startknot() {
+	local n=$1 dir=$2 i
+	mkdir -p "$dir/knot"
+	"$tmp/signpost" zone -config "$dir/signpost.toml" |
+		awk -v dir="$dir/knot" '/^; zone / {f = dir "/" $3 "zone"} f {print > f}'
+	kport=$(freeport)
+	{
+		printf 'server:\n  listen: 127.0.0.1@%s\n  rundir: "%s/knot"\n' "$kport" "$dir"
+		printf '  udp-workers: %s\n  tcp-workers: %s\n' "$(nproc)" "$(nproc)"
+		printf 'control:\n  listen: "%s/knot/knot.sock"\n' "$dir"
+		printf 'database:\n  storage: "%s/knot"\n' "$dir"
+		printf 'log:\n  - target: stderr\n    any: warning\n'
+		printf 'template:\n  - id: default\n    storage: "%s/knot"\n    zonefile-sync: -1\n    journal-content: none\n' "$dir"
+		printf 'zone:\n'
+		for ((i = 0; i < n; i++)); do printf '  - domain: "%s."\n' "$(origin "$i")"; done
+	} >"$dir/knot.conf"
+	knotd -c "$dir/knot.conf" 2>"$dir/knot.log" &
+	kpid=$!
+	pids+=("$kpid")
+}
+
 # The yardstick: the same kinds of questions against a single zone, served
 # all along; its rounds and each N's take turns, since other work on the
 # machine moves the figures more than the number of zones does.
@@ -139,14 +163,17 @@ config 1 "$base"
 queries 1 >"$base/queries.txt"
 start "$base"
 waitfor 30 answers "$bport" "$(origin 0)" SOA
+startknot 1 "$base"
+kbport=$kport
+waitfor 30 answers "$kbport" "$(origin 0)" SOA
 
 echo "signpost $("$tmp/signpost" version), $(knotd --version); $(nproc) cores; dnsperf -T 2 -c 4 -q 100 -l $secs, $rounds rounds against N = 1 in turn"
-printf '%-6s %-11s %-5s %-5s %-6s %-4s %-9s %-13s %-6s %-5s %-11s | %-12s %-6s\n' \
-	N validate dns https reload lost rss/MiB qps hs/s axfr term knot/s knot/MiB
+printf '%-6s %-11s %-5s %-5s %-6s %-4s %-9s %-13s %-6s %-5s %-11s | %-12s %-6s %-13s\n' \
+	N validate dns https reload lost rss/MiB qps hs/s axfr term knot/s knot/MiB knot-qps
 failed=0
 for n in $ns; do
 	dir=$tmp/n$n
-	mkdir -p "$dir/knot"
+	mkdir -p "$dir"
 	port[dns]=$(freeport) port[https]=$(freeport) port[plain]=$(freeport)
 	config "$n" "$dir"
 	queries "$n" >"$dir/queries.txt"
@@ -221,24 +248,18 @@ for n in $ns; do
 
 	# Knot on the same zones, as signpost writes them.
 	config "$n" "$dir"
-	"$tmp/signpost" zone -config "$dir/signpost.toml" |
-		awk -v dir="$dir/knot" '/^; zone / {f = dir "/" $3 "zone"} f {print > f}'
-	kport=$(freeport)
-	{
-		printf 'server:\n  listen: 127.0.0.1@%s\n  rundir: "%s/knot"\n' "$kport" "$dir"
-		printf 'control:\n  listen: "%s/knot/knot.sock"\n' "$dir"
-		printf 'database:\n  storage: "%s/knot"\n' "$dir"
-		printf 'log:\n  - target: stderr\n    any: warning\n'
-		printf 'template:\n  - id: default\n    storage: "%s/knot"\n    zonefile-sync: -1\n    journal-content: none\n' "$dir"
-		printf 'zone:\n'
-		for ((i = 0; i < n; i++)); do printf '  - domain: "%s."\n' "$(origin "$i")"; done
-	} >"$dir/knot.conf"
 	t0=$(now)
-	knotd -c "$dir/knot.conf" 2>"$dir/knot.log" &
-	kpid=$!
-	pids+=("$kpid")
+	startknot "$n" "$dir"
 	waitfor 300 answers "$kport" "$last" SOA
 	kload=$(since "$t0")
+	kn="" k1=""
+	for ((r = 0; r < rounds; r++)); do
+		read -r q _ <<<"$(perf "$kbport" "$base/queries.txt" -T 2 -c 4 -q 100)"
+		k1+="$q "
+		read -r q _ <<<"$(perf "$kport" "$dir/queries.txt" -T 2 -c 4 -q 100)"
+		kn+="$q "
+	done
+	kqps=$(median "$kn")
 	# The same one-line change: the changed zone's file as signpost writes
 	# it after the change (its serial is higher), then knotc reload.
 	config "$n" "$dir" -extra "probe 300 IN A 192.0.2.1" -changed "$changed"
@@ -252,10 +273,11 @@ for n in $ns; do
 	krss=$(rss "$kpid")
 	stop "$kpid"
 
-	printf '%-6s %-11s %-5s %-5s %-6s %-4s %-9s %-13s %-6s %-5s %-11s | %-12s %-6s\n' "$n" "$(range "$v")" "$tdns" "$thttps" "$treload" "$lost" \
-		"$idle/$after" "$qps $(awk -v a="$qps" -v b="$(median "$q1")" 'BEGIN {printf "%.2f", a / b}')" "$hs" "$taxfr" "$tterm/$tterm2" "$kload/$kreload" "$krss"
+	ratio() { awk -v a="$1" -v b="$(median "$2")" 'BEGIN {printf "%.2f", a / b}'; }
+	printf '%-6s %-11s %-5s %-5s %-6s %-4s %-9s %-13s %-6s %-5s %-11s | %-12s %-6s %-13s\n' "$n" "$(range "$v")" "$tdns" "$thttps" "$treload" "$lost" \
+		"$idle/$after" "$qps $(ratio "$qps" "$q1")" "$hs" "$taxfr" "$tterm/$tterm2" "$kload/$kreload" "$krss" "$kqps $(ratio "$kqps" "$k1")"
 done
 echo
-echo "qps: median of $rounds rounds, and its ratio to the median of N = 1's rounds taken in turn"
+echo "qps, knot-qps: median of $rounds rounds, and its ratio to the median of the same server's N = 1 rounds taken in turn"
 echo "knot/s: start to the last zone's SOA / knotc reload to the changed record; term: SIGTERM during reload / start-up"
 exit "$failed"
