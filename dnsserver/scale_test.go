@@ -3,7 +3,6 @@ package dnsserver
 import (
 	"bytes"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +11,8 @@ import (
 	"github.com/signpost-dev/signpost/config"
 	"github.com/signpost-dev/signpost/internal/manyzones"
 )
+
+var tenant = manyzones.Origin
 
 // providerModel parses a provider's file of n zones whose zone changed
 // has one more record, extra, built on top of prev as a reload builds it.
@@ -52,71 +53,37 @@ func TestReloadOneZoneOfMany(t *testing.T) {
 	if len(hs) != zones {
 		t.Fatalf("%d hs A records in %d zones", len(hs), zones)
 	}
-	probe := "probe." + manyzones.Origin(changed) + "."
+	probe := "probe." + tenant(changed) + "."
 	wantProbe := map[string]bool{probe + "\t300\tIN\tA\t192.0.2.1": true, probe + "\t300\tIN\tA\t192.0.2.2": true}
 
-	const perClient = 300
-	var wg sync.WaitGroup
-	errs := make(chan string, 4*perClient)
-	for c := range 4 {
-		netw, addr := "udp", s.udp
-		if c%2 == 1 {
-			netw, addr = "tcp", s.tcp
+	rebuilt := tenant(changed) + "."
+	reloadUnderLoad(t, s, a, b, func(netw, addr string, c int) {
+		cl := &dns.Client{Net: netw, Timeout: 5 * time.Second}
+		for i := range 300 {
+			name, want := probe, ""
+			if i%3 != 0 {
+				name = fmt.Sprintf("hs.%s.", tenant((i*7+c)%zones))
+				want = hs[name]
+			}
+			q := new(dns.Msg)
+			q.SetQuestion(name, dns.TypeA)
+			r, _, err := cl.Exchange(q, addr)
+			switch {
+			case err != nil:
+				t.Errorf("%s %s: lost query: %v", netw, name, err)
+			case r.Rcode != dns.RcodeSuccess || !r.Authoritative || len(r.Answer) != 1:
+				t.Errorf("%s %s: bad reply: %v", netw, name, r)
+			case want != "" && r.Answer[0].String() != want:
+				t.Errorf("%s %s: got %s, want %s", netw, name, r.Answer[0], want)
+			case want == "" && !wantProbe[r.Answer[0].String()]:
+				t.Errorf("%s %s: reply from neither model: %s", netw, name, r.Answer[0])
+			}
 		}
-		wg.Go(func() {
-			cl := &dns.Client{Net: netw, Timeout: 5 * time.Second}
-			for i := range perClient {
-				name, want := probe, ""
-				if i%3 != 0 {
-					name = fmt.Sprintf("hs.%s.", manyzones.Origin((i*7+c)%zones))
-					want = hs[name]
-				}
-				q := new(dns.Msg)
-				q.SetQuestion(name, dns.TypeA)
-				r, _, err := cl.Exchange(q, addr)
-				switch {
-				case err != nil:
-					errs <- fmt.Sprintf("%s %s: lost query: %v", netw, name, err)
-				case r.Rcode != dns.RcodeSuccess || !r.Authoritative || len(r.Answer) != 1:
-					errs <- fmt.Sprintf("%s %s: bad reply: %v", netw, name, r)
-				case want != "" && r.Answer[0].String() != want:
-					errs <- fmt.Sprintf("%s %s: got %s, want %s", netw, name, r.Answer[0], want)
-				case want == "" && !wantProbe[r.Answer[0].String()]:
-					errs <- fmt.Sprintf("%s %s: reply from neither model: %s", netw, name, r.Answer[0])
-				}
+	}, func(before, after *index) {
+		for o, z := range after.zones {
+			if reused := before.zones[o] == z; reused != (o != rebuilt) {
+				t.Errorf("zone %s reused %v; want only the changed zone rebuilt", o, reused)
 			}
-		})
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	swaps := 0
-	for m := a; ; swaps++ {
-		select {
-		case <-done:
-		default:
-			before := s.ix.Load()
-			if m == a {
-				m = b
-			} else {
-				m = a
-			}
-			s.SetModel(m)
-			after := s.ix.Load()
-			for origin, z := range after.zones {
-				if reused := before.zones[origin] == z; reused != (origin != probe[len("probe."):]) {
-					t.Fatalf("reload %d: zone %s reused %v; want only the changed zone rebuilt", swaps, origin, reused)
-				}
-			}
-			continue
 		}
-		break
-	}
-	close(errs)
-	for e := range errs {
-		t.Error(e)
-	}
-	t.Logf("%d reloads during %d queries", swaps, 4*perClient)
-	if swaps < 2 {
-		t.Errorf("only %d reloads happened during the load", swaps)
-	}
+	})
 }
