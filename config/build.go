@@ -272,6 +272,7 @@ type zoneBuild struct {
 	*Zone
 	key     string // "zone[0]"
 	records []sourced
+	texts   []string // each record's rr.String(), made by checkZone for finish
 }
 
 type sourced struct {
@@ -694,10 +695,20 @@ func checkZone(ps *problems, z *zoneBuild) {
 	for _, s := range z.records {
 		byName[s.rr.Header().Name] = append(byName[s.rr.Header().Name], s)
 	}
-	seen := map[string]string{}
-	ttls := map[string]sourced{}  // owner and type -> first record of the RRset
-	dnames := map[string]string{} // owner -> key of its DNAME
-	for _, s := range z.records {
+	type rrsetKey struct {
+		name string
+		typ  uint16
+	}
+	type rrKey struct {
+		rrsetKey
+		rdata string
+	}
+	seen := map[rrKey]string{}
+	ttls := map[rrsetKey]sourced{} // owner and type -> first record of the RRset
+	dnames := map[string]string{}  // owner -> key of its DNAME
+	z.texts = make([]string, len(z.records))
+	for i, s := range z.records {
+		z.texts[i] = s.rr.String()
 		h := s.rr.Header()
 		if h.Rrtype == dns.TypeDNAME {
 			for _, other := range z.records {
@@ -706,13 +717,13 @@ func checkZone(ps *problems, z *zoneBuild) {
 				}
 			}
 		}
-		text := fmt.Sprintf("%s %d %s", h.Name, h.Rrtype, strings.TrimPrefix(s.rr.String(), h.String()))
+		set := rrsetKey{h.Name, h.Rrtype}
+		text := rrKey{set, strings.TrimPrefix(z.texts[i], h.String())}
 		if prev, dup := seen[text]; dup {
 			ps.errorf(s.key, "repeats the record from %s; remove one", prev)
 			continue
 		}
 		seen[text] = s.key
-		set := fmt.Sprintf("%s %d", h.Name, h.Rrtype)
 		if first, ok := ttls[set]; ok && first.rr.Header().Ttl != h.Ttl {
 			ps.errorf(s.key, "TTL %d differs from %d in %s for the same name and type; an RRset has one TTL (RFC 2181 §5.2), so write the same TTL", h.Ttl, first.rr.Header().Ttl, first.key)
 		} else if !ok {
@@ -764,7 +775,11 @@ func (z *zoneBuild) finish(m *Model, o Options, nameservers []string) *Zone {
 	// per comparison: it was most of the garbage of loading 10,000 zones.
 	texts := make([]textRR, len(z.records))
 	for i, s := range z.records {
-		texts[i] = textRR{s.rr, s.rr.String()}
+		if i < len(z.texts) {
+			texts[i] = textRR{s.rr, z.texts[i]}
+		} else {
+			texts[i] = textRR{s.rr, s.rr.String()}
+		}
 	}
 	slices.SortStableFunc(texts, compareRR)
 	mbox := m.DNS.Hostmaster
