@@ -47,6 +47,7 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'echo "run.sh: line $LINENO: $BASH_COMMAND failed" >&2' ERR
 
 (cd "$repo" && go build -o "$tmp/signpost" ./cmd/signpost && go build -o "$tmp/manyzones" ./bench/scale/manyzones &&
 	go build -o "$tmp/hsload" ./httpserver/bench/hsload)
