@@ -190,9 +190,9 @@ for n in $ns; do
 
 	t0=$(now)
 	start "$dir"
-	waitfor 120 answers "${port[dns]}" "$last" SOA
+	waitfor 120 answers "${port[dns]}" "$last" SOA || { echo "run.sh: N=$n: no DNS answer" >&2; tail -5 "$dir/signpost.log" >&2; exit 1; }
 	tdns=$(since "$t0")
-	waitfor 120 https_ok "${port[https]}" "$last"
+	waitfor 120 https_ok "${port[https]}" "$last" || { echo "run.sh: N=$n: no HTTPS answer" >&2; tail -5 "$dir/signpost.log" >&2; exit 1; }
 	thttps=$(since "$t0")
 	sleep 2
 	idle=$(rss "$spid")
