@@ -133,9 +133,13 @@ func (e env) defaultConfig() string {
 	return "signpost.toml"
 }
 
-// load reads the model and prints every problem when it is invalid.
-func (e env) load(path string, floor map[string]uint32) (*config.Model, bool) {
-	m, err := config.Load(path, config.Options{Now: e.now, Floor: floor})
+// load reads the model and prints every problem when it is invalid. It
+// gives up when ctx is done, saying nothing.
+func (e env) load(ctx context.Context, path string, floor map[string]uint32) (*config.Model, bool) {
+	m, err := config.LoadContext(ctx, path, config.Options{Now: e.now, Floor: floor})
+	if ctx.Err() != nil {
+		return nil, false
+	}
 	if err != nil {
 		var problems config.Errors
 		if errors.As(err, &problems) {
