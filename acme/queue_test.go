@@ -20,6 +20,18 @@ func testQueue(lim Limits) *queue {
 	return q
 }
 
+// leQueue returns a test queue with Let's Encrypt's limits, and room
+// for any number of orders in flight, holding the names given.
+func leQueue(format string, n int) *queue {
+	lim := LetsEncryptLimits()
+	lim.InFlight = 1000
+	q := testQueue(lim)
+	for i := range n {
+		q.enqueue(fmt.Sprintf(format, i), false)
+	}
+	return q
+}
+
 // grantNames calls grant at now and returns the names let through, in order.
 func grantNames(q *queue, now time.Time) ([]string, time.Time) {
 	q.mu.Lock()
@@ -104,12 +116,7 @@ func TestQueueTakesDomainsInTurn(t *testing.T) {
 // TestQueueAccountOrders: Let's Encrypt's 300 new orders per 3 hours allow
 // a burst of 300, then one every 36 seconds, never two.
 func TestQueueAccountOrders(t *testing.T) {
-	lim := LetsEncryptLimits()
-	lim.InFlight = 1000
-	q := testQueue(lim)
-	for i := range 400 {
-		q.enqueue(fmt.Sprintf("chat.d%d.example", i), false)
-	}
+	q := leQueue("chat.d%d.example", 400)
 	got, next := grantNames(q, t0)
 	if len(got) != 300 {
 		t.Fatalf("first grant let %d through, want 300", len(got))
@@ -139,12 +146,7 @@ func TestQueueAccountOrders(t *testing.T) {
 // per week, then one every 201.6 minutes; other domains are not held up,
 // and renewals in the exhausted domain are exempt.
 func TestQueueRegisteredDomain(t *testing.T) {
-	lim := LetsEncryptLimits()
-	lim.InFlight = 1000
-	q := testQueue(lim)
-	for i := range 60 {
-		q.enqueue(fmt.Sprintf("s%d.example.co.uk", i), false)
-	}
+	q := leQueue("s%d.example.co.uk", 60)
 	got, next := grantNames(q, t0)
 	if len(got) != 50 {
 		t.Fatalf("granted %d in example.co.uk, want 50", len(got))
@@ -232,9 +234,7 @@ func TestQueueInFlight(t *testing.T) {
 // against the limits from when they were issued, so a restart does not
 // bring a fresh burst.
 func TestQueueChargesStoredCertificates(t *testing.T) {
-	lim := LetsEncryptLimits()
-	lim.InFlight = 1000
-	q := testQueue(lim)
+	q := leQueue("", 0)
 	for i := range 300 {
 		q.issued(fmt.Sprintf("chat.d%d.example", i), t0.Add(-time.Hour))
 	}
