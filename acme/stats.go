@@ -141,11 +141,12 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descNotAfter, prometheus.GaugeValue, v, n)
 		}
 	}
-	if m.queue != nil { // mode "acme"
-		waiting, inFlight := m.queue.counts()
-		ch <- prometheus.MustNewConstMetric(descOrdersWaiting, prometheus.GaugeValue, float64(waiting))
-		ch <- prometheus.MustNewConstMetric(descOrdersInFlight, prometheus.GaugeValue, float64(inFlight))
+	var waiting, inFlight int // 0 in mode "self-signed", which has no queue
+	if m.queue != nil {
+		waiting, inFlight = m.queue.counts()
 	}
+	ch <- prometheus.MustNewConstMetric(descOrdersWaiting, prometheus.GaugeValue, float64(waiting))
+	ch <- prometheus.MustNewConstMetric(descOrdersInFlight, prometheus.GaugeValue, float64(inFlight))
 	st := &m.stats
 	st.mu.Lock()
 	defer st.mu.Unlock()
