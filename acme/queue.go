@@ -3,6 +3,7 @@ package acme
 import (
 	"context"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +23,8 @@ type Limits struct {
 
 	// Certificates is how many new certificates may be issued per
 	// registered domain (the public suffix plus one label, "example.co.uk"
-	// for "chat.example.co.uk") per CertificatesWindow. Renewals are
-	// exempt, as they are at Let's Encrypt.
+	// for "chat.example.co.uk") per CertificatesWindow. Renewals are not
+	// held back by it, as at Let's Encrypt, but count toward it.
 	Certificates       int
 	CertificatesWindow time.Duration
 
@@ -42,7 +43,7 @@ type Limits struct {
 // https://letsencrypt.org/docs/rate-limits/ (last updated June 12, 2025):
 //   - New Orders per Account: 300 per 3 hours, one more every 36 seconds;
 //   - New Certificates per Registered Domain: 50 per 7 days, one more every
-//     202 minutes; renewals (the same set of names) are exempt;
+//     202 minutes; renewals (the same set of names) are not held back;
 //   - Authorization Failures per Identifier per Account: 5 per hour, one
 //     more every 12 minutes.
 //
@@ -114,8 +115,9 @@ func (b *bucket) take(now time.Time, n int, window time.Duration) {
 // one line per registered domain, and the lines take turns, so a customer
 // with ten thousand names under one domain delays another customer's one
 // name by at most one order. A name is let through only when the account,
-// its registered domain (unless it is a renewal) and the name itself (its
-// recent failures) all have a token, and fewer than InFlight orders are
+// its registered domain (unless it is a renewal, which goes ahead of its
+// domain's new names) and the name itself (its recent failures) all have
+// a token, and fewer than InFlight orders are
 // under way. It holds one entry per waiting name and per order in flight,
 // so its size is bounded by the number of names managed.
 //
@@ -209,7 +211,16 @@ func (q *queue) enqueue(name string, renewal bool) *ticket {
 	if len(l.waiting) == 0 {
 		q.ring = append(q.ring, l)
 	}
-	l.waiting = append(l.waiting, t)
+	// Renewals go ahead of the domain's new names: a renewal keeps a name
+	// that is served working, a new name is not served yet anyway.
+	i := len(l.waiting)
+	if renewal {
+		i = slices.IndexFunc(l.waiting, func(w *ticket) bool { return !w.renewal })
+		if i < 0 {
+			i = len(l.waiting)
+		}
+	}
+	l.waiting = slices.Insert(l.waiting, i, t)
 	return t
 }
 
@@ -376,9 +387,11 @@ func (q *queue) grant(now time.Time) (granted []*ticket, next time.Time) {
 		}
 		l := q.lines[pick.domain]
 		q.orders.take(now, lim.Orders, lim.OrdersWindow)
-		if !pick.renewal {
-			l.certs.take(now, lim.Certificates, lim.CertificatesWindow)
-		}
+		// A renewal is not held back by its domain's limit but counts
+		// toward it, as Let's Encrypt's did ("not blocked by the limit,
+		// but they do contribute to it"); whether it still counts there
+		// or not, counting it keeps new names within the limit.
+		l.certs.take(now, lim.Certificates, lim.CertificatesWindow)
 		q.remove(pick)
 		if len(l.waiting) > 0 { // its turn is over: to the back of the ring
 			q.dropFromRing(l)

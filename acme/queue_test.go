@@ -163,11 +163,36 @@ func TestQueueRegisteredDomain(t *testing.T) {
 	if want := []string{"s3.example.co.uk", "chat.other.example"}; !slices.Equal(got, want) {
 		t.Errorf("granted %q, want %q", got, want)
 	}
-	if got, _ := grantNames(q, t0.Add(refill-time.Second)); len(got) != 0 {
+	// The renewal went through but counted: the next new name waits two
+	// refills, not one.
+	if got, _ := grantNames(q, t0.Add(2*refill-time.Second)); len(got) != 0 {
 		t.Errorf("before the refill: granted %q", got)
 	}
-	if got, _ := grantNames(q, t0.Add(refill)); !slices.Equal(got, []string{"s50.example.co.uk"}) {
+	if got, _ := grantNames(q, t0.Add(2*refill)); !slices.Equal(got, []string{"s50.example.co.uk"}) {
 		t.Errorf("at the refill: granted %q, want [s50.example.co.uk]", got)
+	}
+}
+
+// TestQueueRenewalFirst: a renewal goes ahead of its domain's new names,
+// behind earlier renewals.
+func TestQueueRenewalFirst(t *testing.T) {
+	q := testQueue(Limits{InFlight: 1})
+	for _, n := range []string{"new1.example.com", "new2.example.com"} {
+		q.enqueue(n, false)
+	}
+	q.enqueue("old1.example.com", true)
+	q.enqueue("old2.example.com", true)
+	var order []string
+	for range 4 {
+		got, _ := grantNames(q, t0)
+		if len(got) != 1 {
+			t.Fatalf("granted %q, want one name", got)
+		}
+		order = append(order, got[0])
+		q.done(got[0])
+	}
+	if want := []string{"old1.example.com", "old2.example.com", "new1.example.com", "new2.example.com"}; !slices.Equal(order, want) {
+		t.Errorf("order %q, want %q", order, want)
 	}
 }
 
