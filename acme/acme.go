@@ -217,7 +217,7 @@ func (m *Manager) setUpACME(o Options) error {
 	if o.Limits != nil {
 		lim = *o.Limits
 	}
-	m.queue = newQueue(lim, time.Now)
+	m.queue = newQueue(lim, time.Now, m.log)
 	if m.storage, err = newStorage(a.Storage, m.log); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package acme
 
 import (
 	"context"
+	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
@@ -127,6 +128,7 @@ func (b *bucket) take(now time.Time, n int, window time.Duration) {
 type queue struct {
 	lim Limits
 	now func() time.Time
+	log *slog.Logger
 
 	mu       sync.Mutex
 	orders   bucket
@@ -137,6 +139,7 @@ type queue struct {
 	timer    *time.Timer        // wakes grant when the next token is due; nil when none is awaited
 	closed   bool
 	stop     chan struct{} // closed by close: every wait ends
+	held     bool          // names are waiting for a token; logged when it starts
 }
 
 type line struct {
@@ -153,13 +156,14 @@ type ticket struct {
 	granted chan struct{} // closed when the order may start
 }
 
-func newQueue(lim Limits, now func() time.Time) *queue {
+func newQueue(lim Limits, now func() time.Time, log *slog.Logger) *queue {
 	if lim.InFlight <= 0 {
 		lim.InFlight = 8
 	}
 	return &queue{
 		lim:      lim,
 		now:      now,
+		log:      log,
 		lines:    map[string]*line{},
 		failures: map[string]*bucket{},
 		inFlight: map[string]*ticket{},
@@ -356,6 +360,20 @@ func (q *queue) dispatch() {
 	}
 	if !next.IsZero() {
 		q.timer = time.AfterFunc(next.Sub(now), q.dispatch)
+	}
+	// Once per spell, not per name: with 10,000 new names the spell
+	// lasts days and the gauge signpost_acme_orders_waiting tells more.
+	if held := !next.IsZero(); held != q.held {
+		q.held = held
+		if held {
+			waiting := 0
+			for _, l := range q.ring {
+				waiting += len(l.waiting)
+			}
+			q.log.Info("certificate orders held back to stay within the CA's rate limits", "waiting", waiting, "next_in", next.Sub(now).Seconds())
+		} else {
+			q.log.Info("certificate orders no longer held back by rate limits")
+		}
 	}
 }
 

@@ -1,10 +1,16 @@
 package acme
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/signpost-dev/signpost/internal/testenv"
 )
 
 // The queue's decisions are checked by calling grant with chosen instants:
@@ -15,7 +21,7 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 // testQueue returns a queue whose clock reads t0 (for failed) and that
 // never dispatches on its own: the test calls grant.
 func testQueue(lim Limits) *queue {
-	q := newQueue(lim, func() time.Time { return t0 })
+	q := newQueue(lim, func() time.Time { return t0 }, slog.New(slog.DiscardHandler))
 	q.closed = true
 	return q
 }
@@ -290,4 +296,47 @@ func TestQueueChargesStoredCertificates(t *testing.T) {
 	if got, _ := grantNames(q, t0); len(got) != 7 {
 		t.Errorf("granted %d in example.co.uk, want 7: a day's refill", len(got))
 	}
+}
+
+// TestQueueWaitWakesOnRefill runs the blocking front on the real clock
+// with a limit of one order per 20 ms: the second name is let through by
+// the timer, not by another call, and the spell of waiting is logged once
+// when it starts and once when it ends. A wait whose context ends leaves
+// the queue.
+func TestQueueWaitWakesOnRefill(t *testing.T) {
+	var logs testenv.SyncBuffer
+	q := newQueue(Limits{Orders: 1, OrdersWindow: 20 * time.Millisecond}, time.Now,
+		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{ReplaceAttr: dropTime})))
+	defer q.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, name := range []string{"a.example.com", "b.example.org"} {
+		if err := q.wait(ctx, name, false); err != nil {
+			t.Fatalf("wait %s: %v", name, err)
+		}
+		q.done(name)
+	}
+	if got := logs.String(); strings.Count(got, "held back to stay within") != 1 || strings.Count(got, "no longer held back") != 1 ||
+		!strings.Contains(got, "waiting=1 ") {
+		t.Errorf("logs:\n%s\nwant one line each for the start (waiting=1) and the end of the wait", got)
+	}
+
+	ended, stop := context.WithCancel(context.Background())
+	stop()
+	q.mu.Lock()
+	q.orders.full = time.Now().Add(time.Hour) // no token for an hour
+	q.mu.Unlock()
+	if err := q.wait(ended, "c.example.net", false); !errors.Is(err, context.Canceled) {
+		t.Errorf("wait with an ended context = %v, want context.Canceled", err)
+	}
+	if waiting, inFlight := q.counts(); waiting != 0 || inFlight != 0 {
+		t.Errorf("counts = %d waiting, %d in flight after the wait ended; want 0, 0", waiting, inFlight)
+	}
+}
+
+func dropTime(_ []string, a slog.Attr) slog.Attr {
+	if a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
 }
