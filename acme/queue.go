@@ -433,7 +433,7 @@ func (q *queue) eligible(l *line, now time.Time, later func(time.Duration)) *tic
 		}
 		if !t.renewal && domainWait > 0 {
 			later(domainWait)
-			continue
+			break // renewals are ahead of new names: none is left behind t
 		}
 		if b := q.failures[t.name]; b != nil {
 			if d := b.wait(now, lim.Failures, lim.FailuresWindow); d > 0 {
