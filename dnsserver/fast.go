@@ -43,7 +43,12 @@ type fastEntry struct {
 	// plainComplete says plain lost nothing to the limit: it is also the
 	// reply over TCP.
 	plainComplete bool
-	zone          *fastZone // whose data it is, for counting
+	// dnssec is the reply to a query with the DO bit in a signed zone:
+	// as edns, with the signatures and denial; dnssecComplete as
+	// ednsComplete. nil outside signed zones.
+	dnssec         []byte
+	dnssecComplete bool
+	zone           *fastZone // whose data it is, for counting
 }
 
 // fastZone is one zone's part of the fast path: its precomputed replies,
@@ -60,6 +65,9 @@ type fastZone struct {
 	// slow sends every query in the zone to the full path: the catalog
 	// zone, whose answer depends on who asks.
 	slow bool
+	// signed: a signed zone, whose replies to DO queries are the entries'
+	// dnssec ones; its negative DO answers take the full path.
+	signed bool
 	// stats counts the zone's replies; the Server sets it before it
 	// publishes the index.
 	stats *zoneStats
@@ -135,7 +143,7 @@ func buildFast(ix *index) *fastIndex {
 // zones are in ix, since a CNAME may lead into another zone.
 func (ix *index) buildFastZone(z *zone) *fastZone {
 	var wire [256]byte
-	fz := &fastZone{names: map[string]uint8{}, table: map[string]*fastEntry{}}
+	fz := &fastZone{names: map[string]uint8{}, table: map[string]*fastEntry{}, signed: z.signed}
 	for _, nd := range z.nodes {
 		var fl uint8
 		if nd.cut != nil {
@@ -162,7 +170,7 @@ func (ix *index) buildFastZone(z *zone) *fastZone {
 		for _, t := range types {
 			key := string(append(wire[:n:n], byte(t>>8), byte(t)))
 			if fz.table[key] == nil {
-				e := ix.precompute(nd.name, t)
+				e := ix.precompute(nd.name, t, z.signed)
 				e.zone = fz
 				fz.table[key] = e
 			}
@@ -183,8 +191,9 @@ func (ix *index) buildFastZone(z *zone) *fastZone {
 	return fz
 }
 
-// precompute packs the replies to name/qtype through the full path.
-func (ix *index) precompute(name string, qtype uint16) *fastEntry {
+// precompute packs the replies to name/qtype through the full path, and
+// those to DO queries when signed.
+func (ix *index) precompute(name string, qtype uint16, signed bool) *fastEntry {
 	req := new(dns.Msg)
 	req.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: dns.ClassINET}}
 	e := &fastEntry{plain: ix.respond(req, false, nil)}
@@ -195,10 +204,25 @@ func (ix *index) precompute(name string, qtype uint16) *fastEntry {
 	// replyTo patches the DO bit and appends options at fixed offsets from
 	// the end: the OPT, without options, must be the last record. If it
 	// ever is not, such queries take the full path.
-	if n := len(e.edns); n < 12+11 || !bytes.Equal(e.edns[n-11:n-6], []byte{0, 0, byte(dns.TypeOPT), udpSize >> 8, udpSize & 0xFF}) || e.edns[n-2]|e.edns[n-1] != 0 {
+	if !optLast(e.edns) {
 		e.edns = nil
 	}
+	if signed {
+		req.IsEdns0().SetDo()
+		e.dnssec = ix.respond(req, false, nil)
+		e.dnssecComplete = bytes.Equal(e.dnssec, ix.respond(req, true, nil))
+		if !optLast(e.dnssec) {
+			e.dnssec = nil
+		}
+	}
 	return e
+}
+
+// optLast says whether the reply b ends with our OPT record without
+// options.
+func optLast(b []byte) bool {
+	n := len(b)
+	return n >= 12+11 && bytes.Equal(b[n-11:n-6], []byte{0, 0, byte(dns.TypeOPT), udpSize >> 8, udpSize & 0xFF}) && b[n-2]|b[n-1] == 0
 }
 
 // negTemplate packs the SOA-in-authority part of NXDOMAIN and NODATA
@@ -378,13 +402,17 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 	if e := f.table[string(sc.key[:k+2])]; e != nil {
 		src := e.plain
 		if edns == 1 {
+			complete := e.ednsComplete
 			src = e.edns
+			if do && e.zone.signed {
+				src, complete = e.dnssec, e.dnssecComplete
+			}
 			if src == nil {
 				return nil
 			}
 			// Cut to size without our options, it may be cut elsewhere
 			// with them: the full path knows.
-			if (limit != udpSize || extra > 0) && (!e.ednsComplete || len(src)+extra > limit) {
+			if (limit != udpSize || extra > 0) && (!complete || len(src)+extra > limit) {
 				return nil
 			}
 		}
@@ -416,7 +444,7 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 	if fz == nil {
 		return f.refused[edns].write(out, pkt, qend, 0, dns.RcodeRefused, do, limit, &eq, cl)
 	}
-	if fz.slow {
+	if fz.slow || do && fz.signed {
 		return nil
 	}
 	if zi > 0 {
@@ -508,6 +536,8 @@ func (f *fastIndex) completeTCP(pkt, out []byte, sc *scratch) bool {
 	switch {
 	case e == nil:
 		return true
+	case pkt[11] == 1 && e.zone.signed && pkt[n+1+4+7]&0x80 != 0: // the OPT's DO bit
+		return e.dnssecComplete
 	case pkt[11] == 1:
 		return e.ednsComplete
 	default:

@@ -1,0 +1,159 @@
+package dnsserver
+
+import (
+	"crypto"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/signpost-dev/signpost/config"
+)
+
+// testKey makes a combined signing key for origin.
+func testKey(t testing.TB, origin string) ZoneKey {
+	t.Helper()
+	k := &dns.DNSKEY{
+		Hdr:   dns.RR_Header{Name: origin, Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: 3600},
+		Flags: dns.ZONE | dns.SEP, Protocol: 3, Algorithm: dns.ECDSAP256SHA256,
+	}
+	priv, err := k.Generate(256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ZoneKey{DNSKEY: k, Signer: priv.(crypto.Signer)}
+}
+
+// testKeys makes a key for every zone of m that asks for DNSSEC.
+func testKeys(t testing.TB, m *config.Model) map[string][]ZoneKey {
+	t.Helper()
+	keys := map[string][]ZoneKey{}
+	for _, z := range m.Zones {
+		if z.DNSSEC {
+			keys[z.Origin] = []ZoneKey{testKey(t, z.Origin)}
+		}
+	}
+	return keys
+}
+
+// signedTOML is testTOML with every zone signed.
+var signedTOML = strings.Replace(testTOML, "[dns]", "[dns]\ndnssec = true", 1)
+
+// checkSigned verifies a zone as transferred: every authoritative RRset
+// has a valid signature by every key, valid at now, and the NSEC chain
+// runs through every authoritative name, in canonical order, once.
+func checkSigned(t *testing.T, origin string, records []dns.RR, now time.Time) {
+	t.Helper()
+	type setKey struct {
+		name string
+		typ  uint16
+	}
+	sets := map[setKey][]dns.RR{}
+	sigs := map[setKey][]*dns.RRSIG{}
+	var keys []*dns.DNSKEY
+	cuts := map[string]bool{}
+	for _, rr := range records {
+		h := rr.Header()
+		switch rr := rr.(type) {
+		case *dns.RRSIG:
+			sigs[setKey{h.Name, rr.TypeCovered}] = append(sigs[setKey{h.Name, rr.TypeCovered}], rr)
+			continue
+		case *dns.DNSKEY:
+			keys = append(keys, rr)
+		case *dns.NS:
+			if h.Name != origin {
+				cuts[h.Name] = true
+			}
+		}
+		sets[setKey{h.Name, h.Rrtype}] = append(sets[setKey{h.Name, h.Rrtype}], rr)
+	}
+	if len(keys) == 0 {
+		t.Fatalf("%s: no DNSKEY", origin)
+	}
+	below := func(name string) (bool, bool) { // below a cut, at a cut
+		for c := range cuts {
+			if name == c {
+				return false, true
+			}
+			if dns.IsSubDomain(c, name) {
+				return true, false
+			}
+		}
+		return false, false
+	}
+	var names []string
+	for k, rrs := range sets {
+		under, at := below(k.name)
+		if under || at && k.typ != dns.TypeDS && k.typ != dns.TypeNSEC {
+			if len(sigs[k]) != 0 {
+				t.Errorf("%s/%s is not authoritative but signed", k.name, dns.TypeToString[k.typ])
+			}
+			continue
+		}
+		if !slices.Contains(names, k.name) {
+			names = append(names, k.name)
+		}
+		if len(sigs[k]) != len(keys) {
+			t.Errorf("%s/%s has %d signatures, want one per key (%d)", k.name, dns.TypeToString[k.typ], len(sigs[k]), len(keys))
+		}
+		for _, sig := range sigs[k] {
+			var key *dns.DNSKEY
+			for _, dk := range keys {
+				if dk.KeyTag() == sig.KeyTag {
+					key = dk
+				}
+			}
+			if key == nil {
+				t.Errorf("%s/%s signed by key %d, not in the DNSKEY RRset", k.name, dns.TypeToString[k.typ], sig.KeyTag)
+				continue
+			}
+			if err := sig.Verify(key, rrs); err != nil {
+				t.Errorf("%s/%s: signature does not verify: %v", k.name, dns.TypeToString[k.typ], err)
+			}
+			if !sig.ValidityPeriod(now) {
+				t.Errorf("%s/%s: signature not valid at %s: %s", k.name, dns.TypeToString[k.typ], now, sig)
+			}
+		}
+	}
+	slices.SortFunc(names, compareNames)
+	for i, name := range names {
+		nsec := sets[setKey{name, dns.TypeNSEC}]
+		if len(nsec) != 1 {
+			t.Errorf("%s has %d NSEC records, want 1", name, len(nsec))
+			continue
+		}
+		if want := names[(i+1)%len(names)]; nsec[0].(*dns.NSEC).NextDomain != want {
+			t.Errorf("NSEC %s points to %s, want %s", name, nsec[0].(*dns.NSEC).NextDomain, want)
+		}
+	}
+}
+
+// TestSignedZone signs the test zones and checks them as a secondary gets
+// them, then after a TXT record came and went.
+func TestSignedZone(t *testing.T) {
+	s := New(Options{})
+	m := testModel(t, signedTOML)
+	s.SetKeys(testKeys(t, m))
+	t.Cleanup(func() { s.Shutdown(t.Context()) })
+	s.SetModel(m)
+	ix := s.ix.Load()
+	for _, z := range ix.zones {
+		if !z.signed {
+			t.Fatalf("zone %s not signed", z.origin)
+		}
+		checkSigned(t, z.origin, z.records, time.Now())
+	}
+	serial := ix.zones["chat.example.com."].serial
+	if err := s.AddTXT("_acme-challenge.hs.chat.example.com.", "token"); err != nil {
+		t.Fatal(err)
+	}
+	z := s.ix.Load().zones["chat.example.com."]
+	checkSigned(t, z.origin, z.records, time.Now())
+	if z.serial != serial+1 {
+		t.Errorf("serial %d after the TXT record, want %d", z.serial, serial+1)
+	}
+	if z.nodes["_acme-challenge.hs.chat.example.com."].get(dns.TypeNSEC) == nil {
+		t.Errorf("the TXT record's name has no NSEC")
+	}
+}
