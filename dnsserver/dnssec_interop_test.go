@@ -1,0 +1,236 @@
+package dnsserver
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/signpost-dev/signpost/internal/testenv"
+)
+
+// validatedTOML is served signed under a test root: chat.example.test
+// with what a Matrix deployment needs, and broken.test, whose signatures
+// the test makes with a key other than the one published. %d is the port
+// of the NSD secondary.
+const validatedTOML = `
+[dns]
+nameservers = ["ns1.chat.example.test"]
+hostmaster = "hostmaster@example.test"
+ttl = "1h"
+dnssec = true
+
+[[zone]]
+origin = "chat.example.test"
+addresses = ["127.0.0.1"]
+records = [
+  "hs 300 IN A 198.51.100.7",
+  "hs 300 IN AAAA 2001:db8::7",
+  "*.wild 300 IN TXT \"wild\"",
+  "child 300 IN NS ns.elsewhere.test.",
+]
+
+[[zone]]
+origin = "broken.test"
+addresses = ["127.0.0.1"]
+
+[[delegation]]
+server_name = "chat.example.test"
+server = "hs.chat.example.test:8448"
+client = "https://hs.chat.example.test"
+
+[[secondary]]
+address = "127.0.0.1:%d"
+`
+
+// validated is one question to a validating resolver and what it must
+// answer: the rcode, the AD bit, and the answer records' data.
+type validated struct {
+	name   string
+	qtype  uint16
+	rcode  int
+	ad     bool
+	answer []string // rdata, in order
+}
+
+func checkValidated(t *testing.T, resolver string, cases ...validated) {
+	t.Helper()
+	cl := &dns.Client{Timeout: 5 * time.Second}
+	for _, c := range cases {
+		q := new(dns.Msg)
+		q.SetQuestion(c.name, c.qtype)
+		q.SetEdns0(1232, true)
+		r, _, err := cl.Exchange(q, resolver)
+		if err != nil {
+			t.Errorf("%s %s: %v", c.name, dns.TypeToString[c.qtype], err)
+			continue
+		}
+		var got []string
+		for _, rr := range r.Answer {
+			if rr.Header().Rrtype == c.qtype {
+				got = append(got, strings.TrimPrefix(rr.String(), rr.Header().String()))
+			}
+		}
+		if r.Rcode != c.rcode || r.AuthenticatedData != c.ad || strings.Join(got, "|") != strings.Join(c.answer, "|") {
+			t.Errorf("%s %s: got %s AD=%v %q, want %s AD=%v %q", c.name, dns.TypeToString[c.qtype],
+				dns.RcodeToString[r.Rcode], r.AuthenticatedData, got, dns.RcodeToString[c.rcode], c.ad, c.answer)
+		}
+	}
+}
+
+// signedRoot serves, with NSD, a root zone signed by dnssec-signzone that
+// delegates each of origins to 127.0.0.1 with the DS records given, and
+// returns NSD's address and the root's trust anchor.
+func signedRoot(t *testing.T, ds map[string][]*dns.DS) (addr, anchor string) {
+	t.Helper()
+	nsd := testenv.Programs(t, []string{"nsd"}, []string{"nsd"})[0]
+	dir := t.TempDir()
+	var zone strings.Builder
+	zone.WriteString(". 3600 IN SOA ns.root. hostmaster.root. 1 7200 3600 1209600 300\n. 3600 IN NS ns.root.\nns.root. 3600 IN A 127.0.0.1\n")
+	for origin, records := range ds {
+		fmt.Fprintf(&zone, "%s 3600 IN NS ns1.chat.example.test.\n", origin)
+		for _, d := range records {
+			zone.WriteString(d.String() + "\n")
+		}
+	}
+	zone.WriteString("ns1.chat.example.test. 3600 IN A 127.0.0.1\n")
+	anchor = testenv.SignZone(t, dir, ".", "root.zone", zone.String())
+	port := testenv.FreePort(t)
+	conf := testenv.NSDServerConf(dir, port, 1, "  rrl-ratelimit: 0\n") + "zone:\n  name: \".\"\n  zonefile: \"root.zone\"\n"
+	path := filepath.Join(dir, "nsd.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testenv.RunDaemon(t, nsd, "-d", "-c", path)
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	testenv.WaitSOA(t, addr, ".", 1, 10*time.Second)
+	return addr, anchor
+}
+
+// TestDNSSECValidated: Unbound, trusting only a test root signed by BIND's
+// tools and served by NSD, validates what signpost serves: the SRV
+// fallback, addresses, NXDOMAIN, NODATA (at a name and at an empty
+// non-terminal), a wildcard, an insecure delegation and a fresh ACME
+// challenge all come back with AD, and a zone signed with a key other
+// than its DNSKEY comes back SERVFAIL. dnssec-verify and kzonecheck accept
+// the zone as transferred, and an NSD secondary serves the copy so that
+// it still validates with signpost stopped.
+func TestDNSSECValidated(t *testing.T) {
+	nsd := testenv.Programs(t, []string{"nsd", "unbound", "dnssec-verify", "kzonecheck"}, []string{"nsd", "unbound", "bind9-utils", "knot"})[0]
+	secPort := testenv.FreePort(t)
+	m := testModel(t, fmt.Sprintf(validatedTOML, secPort))
+	good, wrong := testKey(t, "chat.example.test."), testKey(t, "broken.test.")
+	broken := testKey(t, "broken.test.")
+	broken.Signer = wrong.Signer // publishes one key, signs with another
+	keys := map[string][]ZoneKey{"chat.example.test.": {good}, "broken.test.": {broken}}
+	s := startOnePort(t, m, Options{}, func(s *Server) { s.SetKeys(keys) })
+	_, sport, _ := strings.Cut(s.tcp, ":")
+
+	root, anchor := signedRoot(t, map[string][]*dns.DS{
+		"chat.example.test.": DS("chat.example.test.", keys["chat.example.test."], 3600),
+		"broken.test.":       DS("broken.test.", keys["broken.test."], 3600),
+	})
+	resolver := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	_, rport, _ := strings.Cut(resolver, ":")
+	unbound := testenv.RunUnbound(t, t.TempDir(), atoi(t, rport), anchor, map[string]string{
+		".":                  strings.Replace(root, ":", "@", 1),
+		"chat.example.test.": "127.0.0.1@" + sport,
+		"broken.test.":       "127.0.0.1@" + sport,
+	})
+
+	// The NSD secondary copies the signed zone now, to serve it later.
+	secDir := t.TempDir()
+	conf := testenv.NSDServerConf(secDir, secPort, 1, "  rrl-ratelimit: 0\n") + fmt.Sprintf(
+		"zone:\n  name: \"chat.example.test\"\n  zonefile: \"chat.zone\"\n  request-xfr: 127.0.0.1@%s NOKEY\n  allow-notify: 127.0.0.1 NOKEY\n", sport)
+	confPath := filepath.Join(secDir, "nsd.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testenv.RunDaemon(t, nsd, "-d", "-c", confPath)
+	secondary := fmt.Sprintf("127.0.0.1:%d", secPort)
+
+	srv := "10 0 8448 hs.chat.example.test."
+	cases := []validated{
+		{"_matrix-fed._tcp.chat.example.test.", dns.TypeSRV, dns.RcodeSuccess, true, []string{srv}},
+		{"hs.chat.example.test.", dns.TypeA, dns.RcodeSuccess, true, []string{"198.51.100.7"}},
+		{"hs.chat.example.test.", dns.TypeAAAA, dns.RcodeSuccess, true, []string{"2001:db8::7"}},
+		{"chat.example.test.", dns.TypeA, dns.RcodeSuccess, true, []string{"127.0.0.1"}},
+		{"nope.chat.example.test.", dns.TypeA, dns.RcodeNameError, true, nil},
+		{"_matrix._tcp.chat.example.test.", dns.TypeSRV, dns.RcodeNameError, true, nil},
+		{"hs.chat.example.test.", dns.TypeTXT, dns.RcodeSuccess, true, nil},
+		{"_tcp.chat.example.test.", dns.TypeSRV, dns.RcodeSuccess, true, nil},
+		{"x.wild.chat.example.test.", dns.TypeTXT, dns.RcodeSuccess, true, []string{`"wild"`}},
+		{"x.wild.chat.example.test.", dns.TypeA, dns.RcodeSuccess, true, nil},
+		{"child.chat.example.test.", dns.TypeDS, dns.RcodeSuccess, true, nil},
+	}
+	checkValidated(t, resolver, cases...)
+	checkValidated(t, resolver, validated{"broken.test.", dns.TypeSOA, dns.RcodeServerFailure, false, nil})
+
+	acme := "_acme-challenge.chat.example.test."
+	if err := s.AddTXT(acme, "fresh-token"); err != nil {
+		t.Fatal(err)
+	}
+	checkValidated(t, resolver, validated{acme, dns.TypeTXT, dns.RcodeSuccess, true, []string{`"fresh-token"`}})
+
+	// The zone as transferred passes BIND's and Knot's checks.
+	tr := new(dns.Transfer)
+	q := new(dns.Msg)
+	q.SetAxfr("chat.example.test.")
+	env, err := tr.In(q, s.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rrs []dns.RR
+	for e := range env {
+		if e.Error != nil {
+			t.Fatal(e.Error)
+		}
+		rrs = append(rrs, e.RR...)
+	}
+	var zone strings.Builder
+	for _, rr := range rrs[:len(rrs)-1] { // the SOA again closes a transfer
+		zone.WriteString(rr.String() + "\n")
+	}
+	file := filepath.Join(t.TempDir(), "chat.example.test.zone")
+	if err := os.WriteFile(file, []byte(zone.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{
+		{"dnssec-verify", "-z", "-o", "chat.example.test.", file},
+		{"kzonecheck", "-o", "chat.example.test.", "-d", "on", file},
+	} {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", cmd[0], err, out)
+		} else {
+			t.Logf("%s: %s", cmd[0], strings.TrimSpace(string(out)))
+		}
+	}
+
+	// With signpost stopped, the secondary's copy validates as well.
+	testenv.WaitSOA(t, secondary, "chat.example.test.", s.Serials()["chat.example.test."], 15*time.Second)
+	if err := s.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	unbound.Stop()
+	resolver2 := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	_, rport2, _ := strings.Cut(resolver2, ":")
+	testenv.RunUnbound(t, t.TempDir(), atoi(t, rport2), anchor, map[string]string{
+		".":                  strings.Replace(root, ":", "@", 1),
+		"chat.example.test.": "127.0.0.1@" + fmt.Sprint(secPort),
+	})
+	checkValidated(t, resolver2, cases...)
+	checkValidated(t, resolver2, validated{acme, dns.TypeTXT, dns.RcodeSuccess, true, []string{`"fresh-token"`}})
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	var n int
+	if _, err := fmt.Sscan(s, &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
