@@ -168,13 +168,14 @@ func (ix *index) resolve(a *answer, qname string, qtype uint16) {
 		w := z.nodes["*."+nd.name]
 		if w == nil {
 			a.rcode = dns.RcodeNameError
-			a.nodata(z)
-			if a.do && z.signed {
+			if a.do && z.signed && !a.anyClass {
 				// No such name, and no wildcard that could make it
-				// (RFC 4035 §3.1.3.2).
+				// (RFC 4035 §3.1.3.2). NSD puts this proof before the
+				// SOA, a NODATA one after it; so do we.
 				a.denial(z, z.covering(qname))
 				a.denial(z, z.covering("*."+nd.name))
 			}
+			a.nodata(z)
 			return
 		}
 		if a.do && z.signed {

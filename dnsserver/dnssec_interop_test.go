@@ -177,26 +177,9 @@ func TestDNSSECValidated(t *testing.T) {
 	checkValidated(t, resolver, validated{acme, dns.TypeTXT, dns.RcodeSuccess, true, []string{`"fresh-token"`}})
 
 	// The zone as transferred passes BIND's and Knot's checks.
-	tr := new(dns.Transfer)
-	q := new(dns.Msg)
-	q.SetAxfr("chat.example.test.")
-	env, err := tr.In(q, s.tcp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rrs []dns.RR
-	for e := range env {
-		if e.Error != nil {
-			t.Fatal(e.Error)
-		}
-		rrs = append(rrs, e.RR...)
-	}
-	var zone strings.Builder
-	for _, rr := range rrs[:len(rrs)-1] { // the SOA again closes a transfer
-		zone.WriteString(rr.String() + "\n")
-	}
+	zone := axfrText(t, s.tcp, "chat.example.test.")
 	file := filepath.Join(t.TempDir(), "chat.example.test.zone")
-	if err := os.WriteFile(file, []byte(zone.String()), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(zone), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, cmd := range [][]string{
@@ -233,4 +216,62 @@ func atoi(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// axfrText transfers zone from addr and returns it as a master file.
+func axfrText(t *testing.T, addr, zone string) string {
+	t.Helper()
+	q := new(dns.Msg)
+	q.SetAxfr(zone)
+	env, err := new(dns.Transfer).In(q, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rrs []dns.RR
+	for e := range env {
+		if e.Error != nil {
+			t.Fatal(e.Error)
+		}
+		rrs = append(rrs, e.RR...)
+	}
+	var b strings.Builder
+	for _, rr := range rrs[:len(rrs)-1] { // the SOA again closes a transfer
+		b.WriteString(rr.String() + "\n")
+	}
+	return b.String()
+}
+
+// TestInteropNSDSigned: NSD, serving the signed zones as signpost
+// transfers them, answers every lookup case with the DO bit as signpost
+// does: the same signatures and the same NSEC proofs.
+func TestInteropNSDSigned(t *testing.T) {
+	m := testModel(t, signedTOML + "\n[[secondary]]\naddress = \"127.0.0.1:9\"\n")
+	s := startOnePort(t, m, Options{UDPReaders: 1}, func(s *Server) { s.SetKeys(testKeys(t, m)) })
+	var zones []nsdZone
+	for _, z := range m.Zones {
+		zones = append(zones, nsdZone{z.Origin, axfrText(t, s.tcp, z.Origin)})
+	}
+	nsd := startNSDZones(t, zones, "  rrl-ratelimit: 0\n")
+	var qs []*dns.Msg
+	for _, c := range lookupCases {
+		if c.Qtype == dns.TypeAXFR || c.Qtype == dns.TypeIXFR {
+			continue // allowed here, to read the signed zones
+		}
+		if c.EDNS == 0 {
+			c.EDNS = 1232
+		}
+		c.DO = true
+		qs = append(qs, query(c))
+		c.Qname = mixCase(c.Qname)
+		qs = append(qs, query(c))
+	}
+	for _, name := range []string{"_acme-challenge.chat.example.com.", "zzz.chat.example.com.", "a.chat.example.com.", "b.c.chat.example.com.", "x.y.wild.chat.example.com.", "chat.example.com."} {
+		for _, qtype := range []uint16{dns.TypeA, dns.TypeTXT, dns.TypeNSEC, dns.TypeDNSKEY, dns.TypeCDS, dns.TypeRRSIG, dns.TypeDS} {
+			q := new(dns.Msg)
+			q.SetQuestion(name, qtype)
+			q.SetEdns0(4096, true)
+			qs = append(qs, q)
+		}
+	}
+	compareNSD(t, s, nsd, qs)
 }
