@@ -245,7 +245,7 @@ func axfrText(t *testing.T, addr, zone string) string {
 // transfers them, answers every lookup case with the DO bit as signpost
 // does: the same signatures and the same NSEC proofs.
 func TestInteropNSDSigned(t *testing.T) {
-	m := testModel(t, signedTOML + "\n[[secondary]]\naddress = \"127.0.0.1:9\"\n")
+	m := testModel(t, signedTOML+"\n[[secondary]]\naddress = \"127.0.0.1:9\"\n")
 	s := startOnePort(t, m, Options{UDPReaders: 1}, func(s *Server) { s.SetKeys(testKeys(t, m)) })
 	var zones []nsdZone
 	for _, z := range m.Zones {
