@@ -348,3 +348,152 @@ func DS(origin string, keys []ZoneKey, ttl uint32) []*dns.DS {
 	}
 	return out
 }
+
+// fastDenial is a signed zone's part of the fast path for negative
+// answers to DO queries. A NODATA reply depends only on the name; an
+// NXDOMAIN reply on where the name falls in the NSEC chain and on its
+// closest encloser, which is an ancestor of the NSEC owner before it or of
+// the one after it (canonical order lists a name's descendants right after
+// it). So one template per name, and one per gap in the chain and such
+// ancestor, cover every negative answer. Each template
+// has the name it is for as its question, so the compression pointers move
+// by where that name starts in the query name.
+type fastDenial struct {
+	// chain holds the sort key (sortKey) of each NSEC owner, in
+	// canonical order.
+	chain  []string
+	nodata map[string]*template // by lower-case wire name
+	// nx is keyed by the closest encloser's lower-case wire name and the
+	// gap's index, two bytes big-endian.
+	nx map[string]*template
+}
+
+// sortKey turns a lower-case wire-format name into a string whose byte
+// order is the canonical order of names: its labels from the root down,
+// each followed by a zero byte. (The fast path lets no zero byte through
+// in a label; a name in the zone holding one would sort slightly off and
+// only costs the fast path that answer, which checkSame would show.)
+func sortKey(dst, wire []byte, labels []int) []byte {
+	for i := len(labels) - 1; i >= 0; i-- {
+		l := int(wire[labels[i]])
+		dst = append(dst, wire[labels[i]+1:labels[i]+1+l]...)
+		dst = append(dst, 0)
+	}
+	return dst
+}
+
+// wireLabels returns the offsets of the labels of a wire-format name.
+func wireLabels(wire []byte) []int {
+	var out []int
+	for off := 0; off < len(wire) && wire[off] != 0; off += 1 + int(wire[off]) {
+		out = append(out, off)
+	}
+	return out
+}
+
+func buildDenial(z *zone) *fastDenial {
+	d := &fastDenial{nodata: map[string]*template{}, nx: map[string]*template{}}
+	var wire [256]byte
+	pack := func(name string) []byte {
+		n, err := dns.PackDomainName(name, wire[:], 0, nil, false)
+		if err != nil {
+			return nil
+		}
+		return slices.Clone(wire[:n])
+	}
+	for _, nd := range z.chain {
+		w := pack(nd.name)
+		d.chain = append(d.chain, string(sortKey(nil, w, wireLabels(w))))
+	}
+	reply := func(qname string, ns ...*rrset) *template {
+		m := new(dns.Msg)
+		m.Response, m.Authoritative, m.Compress = true, true, true
+		m.Question = []dns.Question{{Name: qname, Qtype: dns.TypeA, Qclass: dns.ClassINET}}
+		var seen []*rrset
+		for _, s := range ns {
+			if s == nil || slices.Contains(seen, s) {
+				continue
+			}
+			seen = append(seen, s)
+			m.Ns = append(m.Ns, s.rrs...)
+			m.Ns = append(m.Ns, s.sigs...)
+		}
+		opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: udpSize}}
+		opt.SetDo()
+		m.Extra = []dns.RR{opt}
+		t := makeTemplate(m)
+		return &t
+	}
+	for _, nd := range z.nodes {
+		if nd.cut != nil || nd.get(dns.TypeCNAME) != nil {
+			continue // the full path answers these
+		}
+		proof := nd.get(dns.TypeNSEC)
+		if proof == nil {
+			proof = z.covering(nd.name) // an empty non-terminal
+		}
+		if w := pack(nd.name); w != nil {
+			d.nodata[string(w)] = reply(nd.name, z.negSOA, proof)
+		}
+	}
+	for i, owner := range z.chain {
+		// An empty non-terminal in the gap sorts right before the next
+		// owner, its descendant: the closest encloser may be one of its
+		// ancestors too.
+		next := z.chain[(i+1)%len(z.chain)]
+		for _, start := range []string{owner.name, next.name} {
+			for n := start; ; {
+				if ce := z.nodes[n]; ce != nil && ce.cut == nil {
+					if w := pack(n); w != nil {
+						key := string(append(w, byte(i>>8), byte(i)))
+						if d.nx[key] == nil {
+							d.nx[key] = reply(n, owner.get(dns.TypeNSEC), z.covering("*."+n), z.negSOA)
+						}
+					}
+				}
+				if n == z.origin {
+					break
+				}
+				j, _ := dns.NextLabel(n, 0)
+				n = n[j:]
+			}
+		}
+	}
+	return d
+}
+
+// find returns the template for the query name in sc.key[:k] (nl labels)
+// whose closest encloser starts at label j: the name itself (NODATA) when
+// j is 0. nil sends the query to the full path.
+func (d *fastDenial) find(sc *scratch, k, nl, j int) *template {
+	if j == 0 {
+		return d.nodata[string(sc.key[:k])]
+	}
+	rev := sortKey(sc.rev[:0], sc.key[:k], sc.labels[:nl])
+	lo, hi := 0, len(d.chain)
+	for lo < hi {
+		h := int(uint(lo+hi) >> 1)
+		if lessBytes(d.chain[h], rev) {
+			lo = h + 1
+		} else {
+			hi = h
+		}
+	}
+	i := lo - 1 // the last owner before the name
+	if i < 0 || len(d.chain) == 0 {
+		return nil
+	}
+	key := append(sc.rev[:0], sc.key[sc.labels[j]:k]...) // the closest encloser
+	key = append(key, byte(i>>8), byte(i))
+	return d.nx[string(key)]
+}
+
+// lessBytes says whether s sorts before b, without allocating.
+func lessBytes(s string, b []byte) bool {
+	for i := 0; i < len(s) && i < len(b); i++ {
+		if s[i] != b[i] {
+			return s[i] < b[i]
+		}
+	}
+	return len(s) < len(b)
+}

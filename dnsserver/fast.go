@@ -66,8 +66,9 @@ type fastZone struct {
 	// zone, whose answer depends on who asks.
 	slow bool
 	// signed: a signed zone, whose replies to DO queries are the entries'
-	// dnssec ones; its negative DO answers take the full path.
+	// dnssec ones, and whose negative DO answers come from sec.
 	signed bool
+	sec    *fastDenial
 	// stats counts the zone's replies; the Server sets it before it
 	// publishes the index.
 	stats *zoneStats
@@ -183,6 +184,9 @@ func (ix *index) buildFastZone(z *zone) *fastZone {
 			label := labels[len(labels)-dns.CountLabel(z.origin)-1]
 			fz.clash = append(fz.clash, append([]byte{byte(len(label))}, label...))
 		}
+	}
+	if z.signed {
+		fz.sec = buildDenial(z)
 	}
 	fz.neg[0] = negTemplate(z, false)
 	fz.neg[1] = negTemplate(z, true)
@@ -307,6 +311,7 @@ func skipName(b []byte, off int, ptrs *[]int) int {
 // scratch is one reader's working memory for the fast path.
 type scratch struct {
 	key    [256 + 2]byte
+	rev    [256 + 2]byte // the query name in canonical sort form (fastDenial)
 	labels [128]int
 	now    time.Time // when the packets being answered arrived; zero: ask the clock
 
@@ -444,7 +449,7 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 	if fz == nil {
 		return f.refused[edns].write(out, pkt, qend, 0, dns.RcodeRefused, do, limit, &eq, cl)
 	}
-	if fz.slow || do && fz.signed {
+	if fz.slow {
 		return nil
 	}
 	if zi > 0 {
@@ -472,6 +477,13 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 			rcode = dns.RcodeNameError
 		}
 		sc.zone = fz
+		if do && fz.signed {
+			t := fz.sec.find(sc, k, nl, j)
+			if t == nil {
+				return nil
+			}
+			return t.write(out, pkt, qend, sc.labels[j], rcode, do, limit, &eq, cl)
+		}
 		return fz.neg[edns].write(out, pkt, qend, sc.labels[zi], rcode, do, limit, &eq, cl)
 	}
 	return nil // unreachable while the apex is in names

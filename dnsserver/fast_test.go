@@ -185,7 +185,6 @@ func TestFastPathSameBytes(t *testing.T) {
 }
 
 // testFastPathSameBytes checks the zones of text; signed gives them keys.
-// Negative answers to DO queries in signed zones take the full path.
 func testFastPathSameBytes(t *testing.T, text string, signed bool) {
 	s := New(Options{})
 	m := testModel(t, text)
@@ -256,9 +255,6 @@ func testFastPathSameBytes(t *testing.T, text string, signed bool) {
 	} {
 		for _, v := range []variant{{}, {edns: 1232}, {edns: 1232, do: true, rd: true, mixed: true},
 			{edns: 1232, opts: optCookie}, {edns: 1232, do: true, opts: optCookie | optServer | optNSID | optPad}} {
-			if signed && v.do {
-				continue
-			}
 			id++
 			if !checkSame(t, s, ix, rawQueryFor(t, s, id, q.name, q.qtype, v)) {
 				t.Errorf("%s %s %+v took the full path", q.name, dns.TypeToString[q.qtype], v)
@@ -314,8 +310,24 @@ func TestFastPathCookieLengths(t *testing.T) {
 
 // TestFastPathNoAlloc pins the fast path at zero allocations per query.
 func TestFastPathNoAlloc(t *testing.T) {
+	t.Run("unsigned", func(t *testing.T) {
+		testFastPathNoAlloc(t, strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \"ns1\"", 1), false)
+	})
+	// Signed zones answer DO queries, positive and negative, from their
+	// own precomputed replies.
+	t.Run("signed", func(t *testing.T) {
+		testFastPathNoAlloc(t, strings.Replace(signedTOML, "[dns]", "[dns]\nnsid = \"ns1\"", 1), true)
+	})
+}
+
+func testFastPathNoAlloc(t *testing.T, text string, signed bool) {
 	s := New(Options{})
-	s.SetModel(testModel(t, strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \"ns1\"", 1)))
+	m := testModel(t, text)
+	if signed {
+		s.SetKeys(testKeys(t, m))
+		t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	}
+	s.SetModel(m)
 	ix := s.ix.Load()
 	out := make([]byte, 0, 4096)
 	var sc scratch
@@ -324,6 +336,13 @@ func TestFastPathNoAlloc(t *testing.T) {
 	for _, o := range []optSet{optCookie, optCookie | optServer, optCookie | optStale | optNSID | optPad} {
 		qs = append(qs, rawQueryFor(t, s, 7, "hs.chat.example.com.", dns.TypeA, variant{edns: 1232, do: true, opts: o}))
 		qs = append(qs, rawQueryFor(t, s, 7, "nope.chat.example.com.", dns.TypeA, variant{edns: 1232, do: true, opts: o}))
+	}
+	if signed {
+		for i, q := range benchMix(t) {
+			if i%2 == 1 { // the EDNS ones, again with DO
+				qs = append(qs, withDO(t, q))
+			}
+		}
 	}
 	for _, q := range qs {
 		if allocs := testing.AllocsPerRun(100, func() {
@@ -344,14 +363,27 @@ func TestFastPathNoAlloc(t *testing.T) {
 	}
 }
 
+// withDO returns a copy of the EDNS query q with the DO bit set.
+func withDO(t testing.TB, q []byte) []byte {
+	t.Helper()
+	var m dns.Msg
+	if err := m.Unpack(q); err != nil {
+		t.Fatal(err)
+	}
+	m.IsEdns0().SetDo()
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // fixedPeer is a sender address behind a pointer, as the Linux reader
 // passes it.
 type fixedPeer netip.AddrPort
 
 func (p *fixedPeer) addrPort() netip.AddrPort { return netip.AddrPort(*p) }
 
-// benchMix is the query mix of the benchmarks: SRV, A, AAAA, NXDOMAIN,
-// NODATA, mixed case, with and without EDNS.
 func benchMix(t testing.TB) [][]byte {
 	var qs [][]byte
 	for i, q := range []struct {

@@ -59,7 +59,7 @@ func SignZone(t testing.TB, dir, origin, file, text string) string {
 	if err := os.WriteFile(unsigned, []byte(text+dnskey+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(tools[1], "-q", "-K", keys, "-o", origin, "-z", "-f", filepath.Join(dir, file), unsigned).CombinedOutput(); err != nil {
+	if out, err := exec.Command(tools[1], "-q", "-K", keys, "-d", keys, "-o", origin, "-z", "-f", filepath.Join(dir, file), unsigned).CombinedOutput(); err != nil {
 		t.Fatalf("dnssec-signzone: %v\n%s", err, out)
 	}
 	return dnskey
