@@ -4,8 +4,11 @@ import (
 	"crypto"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"io/fs"
+	"slices"
 	"strings"
 	"time"
 
@@ -142,4 +145,118 @@ func (kf keyFile) zoneKeys(origin string) ([]dnsserver.ZoneKey, error) {
 		out = append(out, dnsserver.ZoneKey{DNSKEY: k, Signer: signer, Retiring: sk.Retiring})
 	}
 	return out, nil
+}
+
+// writeDS prints, for each zone m signs, the DS records to give the
+// parent, as master-file comments: a line per record, or why there are
+// none yet. It only reads keys: serve makes them, as the user it runs as.
+func writeDS(w io.Writer, m *config.Model, prefix string) {
+	for _, origin := range signedZones(m) {
+		kf, err := readKeyFile(m.ACME.Storage, origin)
+		switch {
+		case err != nil:
+			fmt.Fprintf(w, "%sDNSSEC %s: %v\n", prefix, origin, err)
+			continue
+		case len(kf.Keys) == 0:
+			fmt.Fprintf(w, "%sDNSSEC %s: no key yet; signpost serve makes one, then run this again for the DS record to give the registrar\n", prefix, origin)
+			continue
+		}
+		keys, err := kf.zoneKeys(origin)
+		if err != nil {
+			fmt.Fprintf(w, "%sDNSSEC %s: %v\n", prefix, origin, err)
+			continue
+		}
+		fmt.Fprintf(w, "%sDNSSEC %s: give the registrar (the parent zone) this DS record:\n", prefix, origin)
+		for _, ds := range dnsserver.DS(origin, keys, m.DNS.TTL) {
+			fmt.Fprintf(w, "%s  %s\n", prefix, ds)
+		}
+		if len(keys) > 1 {
+			fmt.Fprintf(w, "%s  (a key roll is under way: see signpost dnssec roll)\n", prefix)
+		}
+	}
+}
+
+const dnssecUsage = `usage:
+  signpost dnssec roll -zone ORIGIN [-config FILE]          start a key roll
+  signpost dnssec roll -zone ORIGIN -finish [-config FILE]  end it once the parent has the new DS
+`
+
+// dnssec runs the dnssec subcommands: only roll, for now.
+func (e env) dnssec(args []string) int {
+	if len(args) == 0 || args[0] != "roll" {
+		fmt.Fprint(e.stderr, dnssecUsage)
+		return exitUsage
+	}
+	var zone string
+	var finish bool
+	path, code := e.configFlags("dnssec roll", args[1:], func(fs *flag.FlagSet) {
+		fs.StringVar(&zone, "zone", "", "the `origin` of the zone whose key to roll")
+		fs.BoolVar(&finish, "finish", false, "remove the old key: the parent publishes the new DS")
+	})
+	if code >= 0 {
+		return code
+	}
+	m, ok := e.load(path, nil)
+	if !ok {
+		return exitFail
+	}
+	origin := dns.CanonicalName(zone)
+	if zone == "" || !slices.Contains(signedZones(m), origin) {
+		fmt.Fprintf(e.stderr, "signpost dnssec roll: -zone %q is not a zone %s signs; use one of: %s\n", zone, m.Path, strings.Join(signedZones(m), ", "))
+		return exitUsage
+	}
+	kf, err := readKeyFile(m.ACME.Storage, origin)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "signpost: %v\n", err)
+		return exitFail
+	}
+	var retiring, active []storedKey
+	for _, k := range kf.Keys {
+		if k.Retiring {
+			retiring = append(retiring, k)
+		} else {
+			active = append(active, k)
+		}
+	}
+	switch {
+	case len(kf.Keys) == 0:
+		fmt.Fprintf(e.stderr, "signpost dnssec roll: %s has no key yet; signpost serve makes its first one\n", origin)
+		return exitFail
+	case finish && len(retiring) == 0:
+		fmt.Fprintf(e.stderr, "signpost dnssec roll: no roll of %s to finish; start one with signpost dnssec roll -zone %s\n", origin, origin)
+		return exitFail
+	case !finish && len(retiring) > 0:
+		fmt.Fprintf(e.stderr, "signpost dnssec roll: a roll of %s is under way; once the parent has the new DS, finish it with -finish\n", origin)
+		return exitFail
+	case finish:
+		kf.Keys = active
+	default:
+		sk, err := newStoredKey(origin, e.now())
+		if err != nil {
+			fmt.Fprintf(e.stderr, "signpost: %v\n", err)
+			return exitFail
+		}
+		for i := range kf.Keys {
+			kf.Keys[i].Retiring = true
+		}
+		kf.Keys = append(kf.Keys, sk)
+	}
+	if err := writeKeyFile(m.ACME.Storage, origin, kf); err != nil {
+		fmt.Fprintf(e.stderr, "signpost: storing the keys of %s: %v\n", origin, err)
+		return exitFail
+	}
+	if finish {
+		fmt.Fprintf(e.stdout, "%s: the old key is gone from the key store. Reload signpost (SIGHUP) to sign with the new key alone.\n", origin)
+		return exitOK
+	}
+	fmt.Fprintf(e.stdout, "%s: a new key signs next to the old one. Reload signpost (SIGHUP): both keys then sign every RRset, and CDS/CDNSKEY name the new key only.\n", origin)
+	fmt.Fprintf(e.stdout, "Give the registrar this DS in place of the old one (a parent that reads CDS does so itself):\n")
+	keys, err := kf.zoneKeys(origin)
+	if err == nil {
+		for _, ds := range dnsserver.DS(origin, keys, m.DNS.TTL) {
+			fmt.Fprintf(e.stdout, "  %s\n", ds)
+		}
+	}
+	fmt.Fprintf(e.stdout, "Once the parent serves it, wait for the old DS's TTL to pass, then run: signpost dnssec roll -zone %s -finish\n", origin)
+	return exitOK
 }
