@@ -82,15 +82,36 @@ func checkValidated(t *testing.T, resolver string, cases ...validated) {
 	}
 }
 
-// signedRoot serves, with NSD, a root zone signed by dnssec-signzone that
-// delegates each of origins to 127.0.0.1 with the DS records given, and
-// returns NSD's address and the root's trust anchor.
-func signedRoot(t *testing.T, ds map[string][]*dns.DS) (addr, anchor string) {
+// testRoot is a root zone signed by dnssec-signzone and served by NSD,
+// delegating zones to signpost on 127.0.0.1 with their DS records.
+type testRoot struct {
+	t      *testing.T
+	dir    string
+	port   int
+	addr   string // NSD's, host:port
+	anchor string // the root's DNSKEY, for resolvers
+	nsd    *testenv.Daemon
+	serial uint32
+}
+
+func newTestRoot(t *testing.T) *testRoot {
+	testenv.Programs(t, []string{"nsd"}, []string{"nsd"})
+	r := &testRoot{t: t, dir: t.TempDir(), port: testenv.FreePort(t)}
+	r.addr = fmt.Sprintf("127.0.0.1:%d", r.port)
+	return r
+}
+
+// stub is the root's address as Unbound's stub-addr wants it.
+func (r *testRoot) stub() string { return strings.Replace(r.addr, ":", "@", 1) }
+
+// serve signs the root with ds, a DS RRset per child, and (re)starts NSD
+// with it.
+func (r *testRoot) serve(ds map[string][]*dns.DS) {
+	t := r.t
 	t.Helper()
-	nsd := testenv.Programs(t, []string{"nsd"}, []string{"nsd"})[0]
-	dir := t.TempDir()
+	r.serial++
 	var zone strings.Builder
-	zone.WriteString(". 3600 IN SOA ns.root. hostmaster.root. 1 7200 3600 1209600 300\n. 3600 IN NS ns.root.\nns.root. 3600 IN A 127.0.0.1\n")
+	fmt.Fprintf(&zone, ". 3600 IN SOA ns.root. hostmaster.root. %d 7200 3600 1209600 300\n. 3600 IN NS ns.root.\nns.root. 3600 IN A 127.0.0.1\n", r.serial)
 	for origin, records := range ds {
 		fmt.Fprintf(&zone, "%s 3600 IN NS ns1.chat.example.test.\n", origin)
 		for _, d := range records {
@@ -98,17 +119,30 @@ func signedRoot(t *testing.T, ds map[string][]*dns.DS) (addr, anchor string) {
 		}
 	}
 	zone.WriteString("ns1.chat.example.test. 3600 IN A 127.0.0.1\n")
-	anchor = testenv.SignZone(t, dir, ".", "root.zone", zone.String())
-	port := testenv.FreePort(t)
-	conf := testenv.NSDServerConf(dir, port, 1, "  rrl-ratelimit: 0\n") + "zone:\n  name: \".\"\n  zonefile: \"root.zone\"\n"
-	path := filepath.Join(dir, "nsd.conf")
+	r.anchor = testenv.SignZone(t, r.dir, ".", "root.zone", zone.String())
+	if r.nsd != nil {
+		r.nsd.Stop()
+	}
+	conf := testenv.NSDServerConf(r.dir, r.port, 1, "  rrl-ratelimit: 0\n") + "zone:\n  name: \".\"\n  zonefile: \"root.zone\"\n"
+	path := filepath.Join(r.dir, "nsd.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	testenv.RunDaemon(t, nsd, "-d", "-c", path)
-	addr = fmt.Sprintf("127.0.0.1:%d", port)
-	testenv.WaitSOA(t, addr, ".", 1, 10*time.Second)
-	return addr, anchor
+	r.nsd = testenv.RunDaemon(t, testenv.Programs(t, []string{"nsd"}, []string{"nsd"})[0], "-d", "-c", path)
+	testenv.WaitSOA(t, r.addr, ".", r.serial, 10*time.Second)
+}
+
+// resolver starts a validating Unbound that trusts the root and sends the
+// queries of each of zones to addr (host:port); it returns its address.
+func (r *testRoot) resolver(addr string, zones ...string) (string, *testenv.Daemon) {
+	r.t.Helper()
+	port := testenv.FreePort(r.t)
+	stubs := map[string]string{".": r.stub()}
+	for _, z := range zones {
+		stubs[z] = strings.Replace(addr, ":", "@", 1)
+	}
+	d := testenv.RunUnbound(r.t, r.t.TempDir(), port, r.anchor, stubs)
+	return fmt.Sprintf("127.0.0.1:%d", port), d
 }
 
 // TestDNSSECValidated: Unbound, trusting only a test root signed by BIND's
@@ -129,18 +163,12 @@ func TestDNSSECValidated(t *testing.T) {
 	keys := map[string][]ZoneKey{"chat.example.test.": {good}, "broken.test.": {broken}}
 	s := startOnePort(t, m, Options{}, func(s *Server) { s.SetKeys(keys) })
 	_, sport, _ := strings.Cut(s.tcp, ":")
-
-	root, anchor := signedRoot(t, map[string][]*dns.DS{
+	root := newTestRoot(t)
+	root.serve(map[string][]*dns.DS{
 		"chat.example.test.": DS("chat.example.test.", keys["chat.example.test."], 3600),
 		"broken.test.":       DS("broken.test.", keys["broken.test."], 3600),
 	})
-	resolver := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	_, rport, _ := strings.Cut(resolver, ":")
-	unbound := testenv.RunUnbound(t, t.TempDir(), atoi(t, rport), anchor, map[string]string{
-		".":                  strings.Replace(root, ":", "@", 1),
-		"chat.example.test.": "127.0.0.1@" + sport,
-		"broken.test.":       "127.0.0.1@" + sport,
-	})
+	resolver, unbound := root.resolver(s.udp, "chat.example.test.", "broken.test.")
 
 	// The NSD secondary copies the signed zone now, to serve it later.
 	secDir := t.TempDir()
@@ -199,23 +227,9 @@ func TestDNSSECValidated(t *testing.T) {
 		t.Fatal(err)
 	}
 	unbound.Stop()
-	resolver2 := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	_, rport2, _ := strings.Cut(resolver2, ":")
-	testenv.RunUnbound(t, t.TempDir(), atoi(t, rport2), anchor, map[string]string{
-		".":                  strings.Replace(root, ":", "@", 1),
-		"chat.example.test.": "127.0.0.1@" + fmt.Sprint(secPort),
-	})
+	resolver2, _ := root.resolver(secondary, "chat.example.test.")
 	checkValidated(t, resolver2, cases...)
 	checkValidated(t, resolver2, validated{acme, dns.TypeTXT, dns.RcodeSuccess, true, []string{`"fresh-token"`}})
-}
-
-func atoi(t *testing.T, s string) int {
-	t.Helper()
-	var n int
-	if _, err := fmt.Sscan(s, &n); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // axfrText transfers zone from addr and returns it as a master file.
@@ -274,4 +288,83 @@ func TestInteropNSDSigned(t *testing.T) {
 		}
 	}
 	compareNSD(t, s, nsd, qs)
+}
+
+// TestDNSSECKeyRoll rolls a zone's key by double signature while
+// validating resolvers watch: one that cached the old DNSKEY RRset and DS
+// before the roll keeps validating as the new key signs next to the old
+// one and as the parent, reading CDS, swaps the DS; a resolver that starts
+// after the swap validates through the new DS, and one that starts after
+// the old key is gone validates with the new key alone.
+func TestDNSSECKeyRoll(t *testing.T) {
+	testenv.Programs(t, []string{"nsd", "unbound"}, []string{"nsd", "unbound"})
+	const origin = "chat.example.test."
+	m := testModel(t, strings.Replace(fmt.Sprintf(validatedTOML, testenv.FreePort(t)), "origin = \"broken.test\"", "origin = \"other.test\"\ndnssec = false", 1))
+	k1, k2 := testKey(t, origin), testKey(t, origin)
+	s := startOnePort(t, m, Options{}, func(s *Server) { s.SetKeys(map[string][]ZoneKey{origin: {k1}}) })
+	root := newTestRoot(t)
+	root.serve(map[string][]*dns.DS{origin: DS(origin, []ZoneKey{k1}, 3600)})
+	cached, _ := root.resolver(s.udp, origin)
+	srv := "10 0 8448 hs.chat.example.test."
+	checkValidated(t, cached, validated{"hs.chat.example.test.", dns.TypeA, dns.RcodeSuccess, true, []string{"198.51.100.7"}})
+	oldKeys := func(resolver string, want int) {
+		t.Helper()
+		q := new(dns.Msg).SetQuestion(origin, dns.TypeDNSKEY)
+		q.SetEdns0(1232, true)
+		r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(q, resolver)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, rr := range r.Answer {
+			if rr.Header().Rrtype == dns.TypeDNSKEY {
+				n++
+			}
+		}
+		if n != want || !r.AuthenticatedData {
+			t.Errorf("%s has %d DNSKEY records (AD=%v), want %d validated", resolver, n, r.AuthenticatedData, want)
+		}
+	}
+	oldKeys(cached, 1)
+
+	// The roll starts: both keys sign, CDS names the new one.
+	retiring := k1
+	retiring.Retiring = true
+	s.SetKeys(map[string][]ZoneKey{origin: {retiring, k2}})
+	s.SetModel(m)
+	checkValidated(t, cached,
+		validated{"hs.chat.example.test.", dns.TypeAAAA, dns.RcodeSuccess, true, []string{"2001:db8::7"}},
+		validated{"_matrix-fed._tcp.chat.example.test.", dns.TypeSRV, dns.RcodeSuccess, true, []string{srv}})
+	oldKeys(cached, 1) // still the cached RRset: the new key is unknown to it
+
+	// The parent reads CDS and publishes the DS it names.
+	q := new(dns.Msg).SetQuestion(origin, dns.TypeCDS)
+	r := exchange(t, "udp", s.udp, q)
+	var ds []*dns.DS
+	for _, rr := range r.Answer {
+		cds := rr.(*dns.CDS)
+		d := cds.DS
+		d.Hdr.Rrtype = dns.TypeDS
+		ds = append(ds, &d)
+	}
+	want := DS(origin, []ZoneKey{k2}, 3600)
+	if len(ds) != 1 || !strings.EqualFold(ds[0].Digest, want[0].Digest) || ds[0].KeyTag != k2.DNSKEY.KeyTag() {
+		t.Fatalf("CDS during the roll names %v, want the new key's %v", ds, want)
+	}
+	root.serve(map[string][]*dns.DS{origin: ds})
+	checkValidated(t, cached, validated{"x.wild.chat.example.test.", dns.TypeTXT, dns.RcodeSuccess, true, []string{`"wild"`}})
+	fresh, _ := root.resolver(s.udp, origin)
+	checkValidated(t, fresh,
+		validated{"_matrix-fed._tcp.chat.example.test.", dns.TypeSRV, dns.RcodeSuccess, true, []string{srv}},
+		validated{"nope.chat.example.test.", dns.TypeA, dns.RcodeNameError, true, nil})
+	oldKeys(fresh, 2)
+
+	// Once the old DS has expired from caches, the old key goes.
+	s.SetKeys(map[string][]ZoneKey{origin: {k2}})
+	s.SetModel(m)
+	after, _ := root.resolver(s.udp, origin)
+	checkValidated(t, after,
+		validated{"_matrix-fed._tcp.chat.example.test.", dns.TypeSRV, dns.RcodeSuccess, true, []string{srv}},
+		validated{"hs.chat.example.test.", dns.TypeTXT, dns.RcodeSuccess, true, nil})
+	oldKeys(after, 1)
 }
