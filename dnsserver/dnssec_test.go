@@ -157,3 +157,47 @@ func TestSignedZone(t *testing.T) {
 		t.Errorf("the TXT record's name has no NSEC")
 	}
 }
+
+// TestResign: signatures last 14 days from an inception an hour back;
+// the hourly check leaves a zone alone while they have 7 days or more to
+// run, then signs it again with a new serial, and a secondary's copy
+// never holds an expired signature.
+func TestResign(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	s := New(Options{Now: clock})
+	m := testModel(t, signedTOML)
+	s.SetKeys(testKeys(t, m))
+	t.Cleanup(func() { s.Shutdown(t.Context()) })
+	s.SetModel(m)
+	z := s.ix.Load().zones["chat.example.com."]
+	sig := z.soa.sigs[0].(*dns.RRSIG)
+	if got, want := time.Unix(int64(sig.Inception), 0), now.Add(-time.Hour); !got.Equal(want) {
+		t.Errorf("inception %s, want %s", got, want)
+	}
+	if got, want := time.Unix(int64(sig.Expiration), 0), now.Add(14*24*time.Hour); !got.Equal(want) {
+		t.Errorf("expiration %s, want %s", got, want)
+	}
+	serial := z.serial
+
+	now = now.Add(7*24*time.Hour - time.Second) // not yet due
+	s.resign()
+	if z2 := s.ix.Load().zones["chat.example.com."]; z2 != z {
+		t.Fatalf("zone rebuilt with 7 days of signatures left (serial %d -> %d)", serial, z2.serial)
+	}
+
+	now = now.Add(2 * time.Second) // due
+	s.resign()
+	z = s.ix.Load().zones["chat.example.com."]
+	if z.serial != serial+1 {
+		t.Errorf("serial %d after signing again, want %d", z.serial, serial+1)
+	}
+	checkSigned(t, z.origin, z.records, now.Add(8*24*time.Hour)) // valid a week on
+	if got, want := time.Unix(int64(z.soa.sigs[0].(*dns.RRSIG).Expiration), 0), now.Add(14*24*time.Hour); !got.Equal(want) {
+		t.Errorf("new expiration %s, want %s", got, want)
+	}
+	// The other zone was signed at the same time, so it is due too.
+	if mz := s.ix.Load().zones["matrix.test."]; mz.serial != 2 {
+		t.Errorf("matrix.test serial %d, want 2", mz.serial)
+	}
+}
