@@ -141,7 +141,7 @@ func New(o Options) (*Manager, error) {
 	}
 	switch o.ACME.Mode {
 	case config.ModeSelfSigned:
-		m.self.Store(&selfSignedSet{})
+		m.self.Store(&selfSignedSet{certs: &selfSignedCerts{log: logger}})
 		return m, nil
 	case config.ModeACME, "":
 		m.mode = config.ModeACME

@@ -419,8 +419,9 @@ func TestNonceRejection(t *testing.T) {
 }
 
 // TestSelfSigned: mode "self-signed" serves a fresh ECDSA P-256
-// certificate per name by SNI, the first name without SNI, nothing for
-// other names; it never creates the storage directory.
+// certificate per name by SNI, made at the first handshake for it, the
+// first name without SNI, nothing for other names; it never creates the
+// storage directory.
 func TestSelfSigned(t *testing.T) {
 	checkLeaks(t)
 	e := &env{t: t, logs: newLogs(), storage: path.Join(t.TempDir(), "storage")}
@@ -436,8 +437,8 @@ func TestSelfSigned(t *testing.T) {
 	if err := mgr.SetModel(context.Background(), mod); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range append(names, "*.chat.example.test") {
-		e.logs.wait(t, mark, "self-signed certificate created; clients will not trust it", n)
+	if r := e.logs.find(mark, "self-signed certificate created; clients will not trust it"); len(r) != 0 {
+		t.Errorf("certificates created before any handshake: %+v", r)
 	}
 	cfg := mgr.TLSConfig()
 	if !slices.Equal(cfg.NextProtos, []string{"h2", "http/1.1"}) {
@@ -467,6 +468,12 @@ func TestSelfSigned(t *testing.T) {
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: strings.TrimSuffix(strings.ToLower(tt.sni), ".")}); tt.sni != "" && err != nil {
 			t.Errorf("SNI %q: a client pinning the certificate rejects it: %v", tt.sni, err)
 		}
+	}
+	for _, n := range append(names, "*.chat.example.test") {
+		e.logs.wait(t, mark, "self-signed certificate created; clients will not trust it", n)
+	}
+	if r := e.logs.find(mark, "self-signed certificate created; clients will not trust it"); len(r) != 3 {
+		t.Errorf("%d certificates created for 3 names: %+v", len(r), r)
 	}
 	if _, err := cfg.GetCertificate(&tls.ClientHelloInfo{ServerName: "other.example.test"}); err == nil {
 		t.Error("SNI other.example.test: got a certificate, want none")

@@ -8,8 +8,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -20,44 +22,74 @@ const (
 	selfSignedRenewal  = 30 * 24 * time.Hour
 )
 
-// selfSignedSet is an immutable name → certificate map; SetModel builds a
-// new one and swaps it in.
+// selfSignedSet is an immutable set of names to serve certificates for;
+// SetModel builds a new one and swaps it in. Certificates are made at the
+// first handshake for a name, not for every name up front: a provider's
+// 10,000 names took a second to start and 30 MB to hold, most of them for
+// names nobody opened during a trial.
 type selfSignedSet struct {
-	certs map[string]*tls.Certificate
+	names map[string]bool
+	certs *selfSignedCerts // shared by every set of one Manager
+}
+
+// selfSignedCerts holds the certificates made so far, by name.
+type selfSignedCerts struct {
+	log   *slog.Logger
+	mu    sync.Mutex // held while making one, so a name gets one certificate
+	certs sync.Map   // name → *tls.Certificate
 }
 
 // get returns the certificate for an SNI name: an exact match, else a
 // wildcard for its parent.
 func (s *selfSignedSet) get(serverName string) (*tls.Certificate, error) {
 	name := strings.ToLower(strings.TrimSuffix(serverName, "."))
-	if c := s.certs[name]; c != nil {
-		return c, nil
-	}
-	if _, parent, ok := strings.Cut(name, "."); ok {
-		if c := s.certs["*."+parent]; c != nil {
-			return c, nil
+	if !s.names[name] {
+		_, parent, ok := strings.Cut(name, ".")
+		if !ok || !s.names["*."+parent] {
+			return nil, fmt.Errorf("acme: no certificate for %q", serverName)
 		}
+		name = "*." + parent
 	}
-	return nil, fmt.Errorf("acme: no certificate for %q", serverName)
+	return s.certs.get(name)
+}
+
+// get returns the certificate of name, made now if there is none yet or
+// the one there is close to expiry.
+func (c *selfSignedCerts) get(name string) (*tls.Certificate, error) {
+	fresh := func() *tls.Certificate {
+		if v, ok := c.certs.Load(name); ok {
+			if cert := v.(*tls.Certificate); time.Until(cert.Leaf.NotAfter) > selfSignedRenewal {
+				return cert
+			}
+		}
+		return nil
+	}
+	if cert := fresh(); cert != nil {
+		return cert, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cert := fresh(); cert != nil {
+		return cert, nil
+	}
+	cert, err := selfSigned(name, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("acme: self-signed certificate for %s: %w", name, err)
+	}
+	c.certs.Store(name, cert)
+	c.log.Info("self-signed certificate created; clients will not trust it", "name", name, "not_after", cert.Leaf.NotAfter)
+	return cert, nil
 }
 
 func (m *Manager) setSelfSigned(names []string) error {
 	old := m.self.Load()
-	next := &selfSignedSet{certs: make(map[string]*tls.Certificate, len(names))}
+	next := &selfSignedSet{names: make(map[string]bool, len(names)), certs: old.certs}
 	for _, name := range names {
-		if c := old.certs[name]; c != nil && time.Until(c.Leaf.NotAfter) > selfSignedRenewal {
-			next.certs[name] = c
-			continue
-		}
-		c, err := selfSigned(name, time.Now())
-		if err != nil {
-			return fmt.Errorf("acme: self-signed certificate for %s: %w", name, err)
-		}
-		next.certs[name] = c
-		m.log.Info("self-signed certificate created; clients will not trust it", "name", name, "not_after", c.Leaf.NotAfter)
+		next.names[name] = true
 	}
-	for name := range old.certs {
-		if next.certs[name] == nil {
+	for name := range old.names {
+		if !next.names[name] {
+			old.certs.certs.Delete(name)
 			m.log.Info("certificate no longer managed", "name", name)
 		}
 	}

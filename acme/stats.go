@@ -75,7 +75,10 @@ func (m *Manager) NotAfter() map[string]time.Time {
 	out := map[string]time.Time{}
 	for _, name := range mod.CertificateNames() {
 		if m.mode == config.ModeSelfSigned {
-			if c := m.self.Load().certs[name]; c != nil {
+			// Made at a name's first handshake; made here if not yet,
+			// so that a name is never reported without one when the
+			// handshake would have it (this costs once per name).
+			if c, err := m.self.Load().certs.get(name); err == nil {
 				out[name] = c.Leaf.NotAfter
 			}
 			continue

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/mail"
 	"net/netip"
@@ -45,7 +46,7 @@ const (
 )
 
 func build(ps *problems, f *file, o Options) *Model {
-	m := &Model{byServerName: map[string]*Delegation{}}
+	m := &Model{byServerName: map[string]*Delegation{}, byOrigin: map[string]*Zone{}}
 	ttl := buildDNS(ps, f, m)
 	buildEDNS(ps, f, m)
 	buildHTTP(ps, f, m)
@@ -60,6 +61,9 @@ func build(ps *problems, f *file, o Options) *Model {
 	checkDNSOff(ps, f, m)
 	// Derive even when there are errors already: the parts that are valid
 	// may still conflict, and the user should hear about everything at once.
+	if ps.stopped(0) {
+		return m
+	}
 	deriveRecords(ps, m, zones, ttl)
 	// With DNS off no record is served, so nothing can hide behind a cut,
 	// miss an address or be shadowed by the catalog.
@@ -71,11 +75,35 @@ func build(ps *problems, f *file, o Options) *Model {
 	if !m.DNSOff() {
 		checkCatalogAbove(ps, m, zones)
 	}
-	if len(ps.errs) > 0 {
+	if len(ps.errs) > 0 || ps.stopped(0) {
 		return m
 	}
-	for _, z := range zones {
-		z.finish(m, o, m.DNS.Nameservers)
+	// A zone that a reload left as it was is the previous model's *Zone,
+	// so the servers can tell it has not changed and keep what they
+	// derived from it (dnsserver's precomputed answers), rather than
+	// rebuild every zone when one line changed.
+	reused := map[*Zone]*Zone{}
+	for i, z := range zones {
+		if ps.stopped(i) {
+			return m
+		}
+		if prev := z.finish(m, o, m.DNS.Nameservers); prev != nil {
+			reused[z.Zone] = prev
+			z.Zone = prev
+		}
+	}
+	if len(reused) > 0 {
+		for i, z := range m.Zones {
+			if prev := reused[z]; prev != nil {
+				m.Zones[i] = prev
+				m.byOrigin[prev.Origin] = prev
+			}
+		}
+		for _, d := range m.Delegations {
+			if prev := reused[d.Zone]; prev != nil {
+				d.Zone = prev
+			}
+		}
 	}
 	buildCatalog(ps, m, o)
 	return m
@@ -295,6 +323,7 @@ type zoneBuild struct {
 	*Zone
 	key     string // "zone[0]"
 	records []sourced
+	texts   []string // each record's rr.String(), made by checkZone for finish
 }
 
 type sourced struct {
@@ -304,7 +333,14 @@ type sourced struct {
 
 func buildZones(ps *problems, f *file, m *Model, ttl uint32) []*zoneBuild {
 	var zones []*zoneBuild
+	// Maps, not a comparison of every pair, find nested zones: a provider
+	// has thousands.
+	byOrigin := map[string]*zoneBuild{}
+	below := map[string]*zoneBuild{} // a proper ancestor of an origin -> the first zone under it
 	for i, zt := range f.Zone {
+		if ps.stopped(i) {
+			return nil
+		}
 		key := fmt.Sprintf("zone[%d]", i)
 		origin := strings.ToLower(strings.TrimSuffix(zt.Origin, "."))
 		if p := originProblem(origin); p != "" {
@@ -320,12 +356,20 @@ func buildZones(ps *problems, f *file, m *Model, ttl uint32) []*zoneBuild {
 			z.DNSSEC = *zt.DNSSEC
 		}
 		bad := false
-		for _, other := range zones {
-			switch {
-			case other.Origin == z.Origin:
-				ps.errorf(key+".origin", "%q is already %s; merge the two tables", zt.Origin, other.key)
-				bad = true
-			case dns.IsSubDomain(other.Origin, z.Origin), dns.IsSubDomain(z.Origin, other.Origin):
+		if other := byOrigin[z.Origin]; other != nil {
+			ps.errorf(key+".origin", "%q is already %s; merge the two tables", zt.Origin, other.key)
+			bad = true
+		} else {
+			var nested []*zoneBuild
+			for _, a := range ancestors(z.Origin) {
+				if other := byOrigin[a]; other != nil {
+					nested = append(nested, other)
+				}
+			}
+			if other := below[z.Origin]; other != nil {
+				nested = append(nested, other)
+			}
+			for _, other := range nested {
 				ps.errorf(key+".origin", "%q and %s (%q) nest; serve the inner names from the outer zone's records instead", zt.Origin, other.key, other.Origin)
 				bad = true
 			}
@@ -356,10 +400,17 @@ func buildZones(ps *problems, f *file, m *Model, ttl uint32) []*zoneBuild {
 		}
 		if !bad {
 			zones = append(zones, z)
+			byOrigin[z.Origin] = z
+			for _, a := range ancestors(z.Origin) {
+				if below[a] == nil {
+					below[a] = z
+				}
+			}
 		}
 	}
 	for _, z := range zones {
 		m.Zones = append(m.Zones, z.Zone)
+		m.byOrigin[z.Origin] = z.Zone
 	}
 	return zones
 }
@@ -428,6 +479,9 @@ func parseRecord(ps *problems, key, text, origin string, ttl uint32) dns.RR {
 
 func buildDelegations(ps *problems, f *file, m *Model) {
 	for i, dt := range f.Delegation {
+		if ps.stopped(i) {
+			return
+		}
 		key := fmt.Sprintf("delegation[%d]", i)
 		d := &Delegation{ServerName: dt.ServerName, SRVFallback: dt.SRVFallback == nil || *dt.SRVFallback}
 		ok := true
@@ -601,14 +655,7 @@ func document(ps *problems, key string, v any) []byte {
 // deriveRecords adds the records signpost derives to each zone and checks
 // the whole zone for conflicts, then sorts it.
 func deriveRecords(ps *problems, m *Model, zones []*zoneBuild, ttl uint32) {
-	zoneOf := func(name string) *zoneBuild {
-		for _, z := range zones {
-			if dns.IsSubDomain(z.Origin, name) {
-				return z
-			}
-		}
-		return nil
-	}
+	zoneOf := zoneIndex(zones)
 	hdr := func(name string, t uint16) dns.RR_Header {
 		return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: ttl}
 	}
@@ -689,7 +736,10 @@ func deriveRecords(ps *problems, m *Model, zones []*zoneBuild, ttl uint32) {
 		srv := &dns.SRV{Hdr: hdr(owner, dns.TypeSRV), Priority: 10, Weight: 0, Port: d.srvPort, Target: fqdn(d.srvTarget)}
 		z.records = append(z.records, sourced{srv, key + ".server"})
 	}
-	for _, z := range zones {
+	for i, z := range zones {
+		if ps.stopped(i) {
+			return
+		}
 		checkZone(ps, z)
 	}
 }
@@ -713,10 +763,20 @@ func checkZone(ps *problems, z *zoneBuild) {
 	for _, s := range z.records {
 		byName[s.rr.Header().Name] = append(byName[s.rr.Header().Name], s)
 	}
-	seen := map[string]string{}
-	ttls := map[string]sourced{}  // owner and type -> first record of the RRset
-	dnames := map[string]string{} // owner -> key of its DNAME
-	for _, s := range z.records {
+	type rrsetKey struct {
+		name string
+		typ  uint16
+	}
+	type rrKey struct {
+		rrsetKey
+		rdata string
+	}
+	seen := map[rrKey]string{}
+	ttls := map[rrsetKey]sourced{} // owner and type -> first record of the RRset
+	dnames := map[string]string{}  // owner -> key of its DNAME
+	z.texts = make([]string, len(z.records))
+	for i, s := range z.records {
+		z.texts[i] = s.rr.String()
 		h := s.rr.Header()
 		if h.Rrtype == dns.TypeDNAME {
 			for _, other := range z.records {
@@ -725,13 +785,13 @@ func checkZone(ps *problems, z *zoneBuild) {
 				}
 			}
 		}
-		text := fmt.Sprintf("%s %d %s", h.Name, h.Rrtype, strings.TrimPrefix(s.rr.String(), h.String()))
+		set := rrsetKey{h.Name, h.Rrtype}
+		text := rrKey{set, strings.TrimPrefix(z.texts[i], h.String())}
 		if prev, dup := seen[text]; dup {
 			ps.errorf(s.key, "repeats the record from %s; remove one", prev)
 			continue
 		}
 		seen[text] = s.key
-		set := fmt.Sprintf("%s %d", h.Name, h.Rrtype)
 		if first, ok := ttls[set]; ok && first.rr.Header().Ttl != h.Ttl {
 			ps.errorf(s.key, "TTL %d differs from %d in %s for the same name and type; an RRset has one TTL (RFC 2181 §5.2), so write the same TTL", h.Ttl, first.rr.Header().Ttl, first.key)
 		} else if !ok {
@@ -775,13 +835,21 @@ func checkZone(ps *problems, z *zoneBuild) {
 	}
 }
 
-// finish sorts the zone, builds its SOA and picks its serial.
-func (z *zoneBuild) finish(m *Model, o Options, nameservers []string) {
-	rrs := make([]dns.RR, 0, len(z.records)+1)
-	for _, s := range z.records {
-		rrs = append(rrs, s.rr)
+// finish sorts the zone, builds its SOA and picks its serial. It returns
+// the zone of o.Previous with the same origin when that one is the same in
+// every way (records, serial, addresses), for the caller to use instead.
+func (z *zoneBuild) finish(m *Model, o Options, nameservers []string) *Zone {
+	// Each record's text once, for sorting and hashing, rather than once
+	// per comparison: it was most of the garbage of loading 10,000 zones.
+	texts := make([]textRR, len(z.records))
+	for i, s := range z.records {
+		if i < len(z.texts) {
+			texts[i] = textRR{s.rr, z.texts[i]}
+		} else {
+			texts[i] = textRR{s.rr, s.rr.String()}
+		}
 	}
-	slices.SortStableFunc(rrs, compareRR)
+	slices.SortStableFunc(texts, compareRR)
 	mbox := m.DNS.Hostmaster
 	if mbox == "" {
 		mbox = "hostmaster." + z.Origin
@@ -803,50 +871,102 @@ func (z *zoneBuild) finish(m *Model, o Options, nameservers []string) {
 	if z.DNSSEC {
 		fmt.Fprintln(h, "dnssec") // signing a zone changes what it serves
 	}
-	for _, rr := range rrs {
-		fmt.Fprintln(h, rr.String())
+	rrs := make([]dns.RR, len(texts))
+	for i, t := range texts {
+		io.WriteString(h, t.text)
+		io.WriteString(h, "\n")
+		rrs[i] = t.rr
 	}
 	h.Sum(z.hash[:0])
 	soa.Serial = uint32(o.Now().Unix())
+	var prev *Zone
 	if o.Previous != nil {
-		for _, prev := range o.Previous.Zones {
-			if prev.Origin != z.Origin {
-				continue
-			}
-			if prev.hash == z.hash {
-				soa.Serial = prev.SOA.Serial
-			} else if int32(soa.Serial-prev.SOA.Serial) <= 0 { // RFC 1982 comparison
-				soa.Serial = prev.SOA.Serial + 1
-			}
+		prev = o.Previous.zone(z.Origin)
+	}
+	if prev != nil {
+		if prev.hash == z.hash {
+			soa.Serial = prev.SOA.Serial
+		} else if int32(soa.Serial-prev.SOA.Serial) <= 0 { // RFC 1982 comparison
+			soa.Serial = prev.SOA.Serial + 1
 		}
 	}
 	if floor, ok := o.Floor[z.Origin]; ok && int32(soa.Serial-floor) <= 0 {
 		soa.Serial = floor + 1
 	}
+	if prev != nil && prev.hash == z.hash && prev.SOA.Serial == soa.Serial && slices.Equal(prev.Addresses, z.Addresses) {
+		return prev
+	}
 	z.SOA = soa
 	z.Records = append([]dns.RR{soa}, rrs...)
+	return nil
 }
 
 // compareRR orders records canonically (RFC 4034 §6.1 for names), then by
 // type, then by presentation of the data, so zone output is stable.
-func compareRR(a, b dns.RR) int {
-	if c := compareNames(a.Header().Name, b.Header().Name); c != 0 {
+func compareRR(a, b textRR) int {
+	if c := compareNames(a.rr.Header().Name, b.rr.Header().Name); c != 0 {
 		return c
 	}
-	if c := int(a.Header().Rrtype) - int(b.Header().Rrtype); c != 0 {
+	if c := int(a.rr.Header().Rrtype) - int(b.rr.Header().Rrtype); c != 0 {
 		return c
 	}
-	return strings.Compare(a.String(), b.String())
+	return strings.Compare(a.text, b.text)
 }
 
+// textRR is a record with its presentation text.
+type textRR struct {
+	rr   dns.RR
+	text string
+}
+
+// compareNames compares names label by label from the root, without case,
+// and allocates nothing: it runs a few times for every record loaded.
 func compareNames(a, b string) int {
-	la, lb := dns.SplitDomainName(a), dns.SplitDomainName(b)
+	var sa, sb [128]int
+	la, lb := labelStarts(a, sa[:0]), labelStarts(b, sb[:0])
 	for i, j := len(la)-1, len(lb)-1; i >= 0 && j >= 0; i, j = i-1, j-1 {
-		if c := strings.Compare(strings.ToLower(la[i]), strings.ToLower(lb[j])); c != 0 {
+		if c := compareFold(label(a, la, i), label(b, lb, j)); c != 0 {
 			return c
 		}
 	}
 	return len(la) - len(lb)
+}
+
+// labelStarts appends the offset of each label of name to starts.
+func labelStarts(name string, starts []int) []int {
+	if name == "." || name == "" {
+		return starts
+	}
+	for off, end := 0, false; !end; off, end = dns.NextLabel(name, off) {
+		starts = append(starts, off)
+	}
+	return starts
+}
+
+// label returns label i of name, without its trailing dot.
+func label(name string, starts []int, i int) string {
+	end := len(name)
+	if i+1 < len(starts) {
+		end = starts[i+1]
+	}
+	return strings.TrimSuffix(name[starts[i]:end], ".")
+}
+
+// compareFold is strings.Compare of the two strings in ASCII lower case.
+func compareFold(a, b string) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		ca, cb := a[i], b[i]
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if 'A' <= cb && cb <= 'Z' {
+			cb += 'a' - 'A'
+		}
+		if ca != cb {
+			return int(ca) - int(cb)
+		}
+	}
+	return len(a) - len(b)
 }
 
 func cmpOr(s, def string) string {

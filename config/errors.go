@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -46,10 +47,17 @@ func (e Errors) Error() string {
 // problems collects errors and warnings against one file, resolving each key
 // to its line through the position index.
 type problems struct {
+	ctx      context.Context // the build gives up when it is done
 	file     string
-	pos      *positions
+	pos      func() *positions
 	errs     Errors
 	warnings []*Problem
+}
+
+// stopped reports whether the build should give up; loops over zones and
+// delegations ask every so often (every index i that is a multiple of 256).
+func (ps *problems) stopped(i int) bool {
+	return i%256 == 0 && ps.ctx.Err() != nil
 }
 
 func (ps *problems) errorf(key, format string, args ...any) {
@@ -61,7 +69,7 @@ func (ps *problems) warnf(key, format string, args ...any) {
 }
 
 func (ps *problems) problem(key, format string, args ...any) *Problem {
-	return &Problem{File: ps.file, Line: ps.pos.line(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+	return &Problem{File: ps.file, Line: ps.pos().line(key), Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 // sorted orders problems by line so output reads top to bottom; problems

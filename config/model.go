@@ -49,7 +49,8 @@ type Model struct {
 	Warnings []*Problem
 
 	byServerName map[string]*Delegation
-	pos          *positions // where each key is written, for Problemf
+	byOrigin     map[string]*Zone
+	pos          func() *positions // where each key is written, for Problemf
 }
 
 // DNS is the [dns] table.
@@ -220,14 +221,19 @@ func (m *Model) Delegation(serverName string) *Delegation {
 // name, or nil if name is outside every zone. name is matched
 // case-insensitively and may omit the trailing dot.
 func (m *Model) ZoneFor(name string) *Zone {
-	name = dns.CanonicalName(name)
-	var best *Zone
-	for _, z := range m.Zones {
-		if dns.IsSubDomain(z.Origin, name) && (best == nil || len(z.Origin) > len(best.Origin)) {
-			best = z
-		}
+	z, _ := enclosing(m.byOrigin, name)
+	return z
+}
+
+// zone returns the zone with origin, or the catalog zone, or nil.
+func (m *Model) zone(origin string) *Zone {
+	if z := m.byOrigin[origin]; z != nil {
+		return z
 	}
-	return best
+	if m.Catalog != nil && m.Catalog.Origin == origin {
+		return m.Catalog
+	}
+	return nil
 }
 
 // CertificateNames returns the names this host needs certificates for: every

@@ -13,15 +13,11 @@ import (
 // written by hand so that signpost never gets it a certificate. It runs on
 // the zones with every derived record added.
 func checkReach(ps *problems, m *Model, zones []*zoneBuild) {
-	zoneOf := func(name string) *zoneBuild {
-		for _, z := range zones {
-			if dns.IsSubDomain(z.Origin, name) {
-				return z
-			}
-		}
-		return nil
-	}
+	zoneOf := zoneIndex(zones)
 	for i, d := range m.Delegations {
+		if ps.stopped(i) {
+			return
+		}
 		key := fmt.Sprintf("delegation[%d]", i)
 		name := d.ServerName + "."
 		if z := zoneOf(name); z != nil {

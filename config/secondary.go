@@ -258,7 +258,9 @@ func buildCatalog(ps *problems, m *Model, o Options) {
 		id := hex.EncodeToString(sum[:8])
 		z.records = append(z.records, sourced{&dns.PTR{Hdr: hdr(id+".zones."+origin, dns.TypePTR), Ptr: member.Origin}, "dns.catalog"})
 	}
-	z.finish(m, o, []string{"invalid."})
+	if prev := z.finish(m, o, []string{"invalid."}); prev != nil {
+		z.Zone = prev
+	}
 	m.Catalog = z.Zone
 }
 

@@ -9,7 +9,7 @@ import "fmt"
 func (m *Model) Problemf(key, format string, args ...any) *Problem {
 	line := 0
 	if m.pos != nil {
-		line = m.pos.line(key)
+		line = m.pos().line(key)
 	}
 	return &Problem{File: m.Path, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
 }

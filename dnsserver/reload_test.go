@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/signpost-dev/signpost/config"
 	"github.com/signpost-dev/signpost/internal/testenv"
 )
 
@@ -26,58 +28,22 @@ func TestReloadUnderLoad(t *testing.T) {
 	s := startServer(t, a, Options{})
 	want := map[string]bool{"198.51.100.7": true, "198.51.100.8": true}
 
-	const perClient = 400
-	var wg sync.WaitGroup
-	errs := make(chan string, 8*perClient)
-	for i := range 4 {
-		netw, addr := "udp", s.udp
-		if i%2 == 1 {
-			netw, addr = "tcp", s.tcp
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl := &dns.Client{Net: netw, Timeout: 5 * time.Second}
-			for range perClient {
-				q := new(dns.Msg)
-				q.SetQuestion("hs.chat.example.com.", dns.TypeA)
-				r, _, err := cl.Exchange(q, addr)
-				switch {
-				case err != nil:
-					errs <- netw + ": lost query: " + err.Error()
-				case r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1:
-					errs <- netw + ": bad reply: " + r.String()
-				case !want[r.Answer[0].(*dns.A).A.String()]:
-					errs <- netw + ": reply from neither model: " + r.String()
-				}
+	reloadUnderLoad(t, s, a, b, func(netw, addr string, _ int) {
+		cl := &dns.Client{Net: netw, Timeout: 5 * time.Second}
+		for range 400 {
+			q := new(dns.Msg)
+			q.SetQuestion("hs.chat.example.com.", dns.TypeA)
+			r, _, err := cl.Exchange(q, addr)
+			switch {
+			case err != nil:
+				t.Error(netw + ": lost query: " + err.Error())
+			case r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1:
+				t.Error(netw + ": bad reply: " + r.String())
+			case !want[r.Answer[0].(*dns.A).A.String()]:
+				t.Error(netw + ": reply from neither model: " + r.String())
 			}
-		}()
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	swaps := 0
-	for m := a; ; swaps++ {
-		select {
-		case <-done:
-		default:
-			if m == a {
-				m = b
-			} else {
-				m = a
-			}
-			s.SetModel(m)
-			continue
 		}
-		break
-	}
-	close(errs)
-	for e := range errs {
-		t.Error(e)
-	}
-	t.Logf("%d reloads during %d queries", swaps, 4*perClient)
-	if swaps < 2 {
-		t.Errorf("only %d reloads happened during the load", swaps)
-	}
+	}, nil)
 	// After the last swap, the last model answers.
 	s.SetModel(b)
 	for _, netw := range []string{"udp", "tcp"} {
@@ -91,6 +57,49 @@ func TestReloadUnderLoad(t *testing.T) {
 		if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "198.51.100.8" {
 			t.Errorf("%s after reload: %v", netw, r)
 		}
+	}
+}
+
+// reloadUnderLoad runs client from four goroutines, two over UDP and two
+// over TCP (each told its network, the server's address for it and its
+// number), and swaps s between models a and b until they are all done,
+// calling swapped, if not nil, after each swap with the indexes before and
+// after it. It fails t unless there were at least two swaps. Clients
+// report their problems with t.Error.
+func reloadUnderLoad(t *testing.T, s *testServer, a, b *config.Model, client func(netw, addr string, c int), swapped func(before, after *index)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for c := range 4 {
+		netw, addr := "udp", s.udp
+		if c%2 == 1 {
+			netw, addr = "tcp", s.tcp
+		}
+		wg.Go(func() { client(netw, addr, c) })
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	swaps := 0
+	for m := a; ; swaps++ {
+		select {
+		case <-done:
+		default:
+			if m == a {
+				m = b
+			} else {
+				m = a
+			}
+			before := s.ix.Load()
+			s.SetModel(m)
+			if swapped != nil {
+				swapped(before, s.ix.Load())
+			}
+			continue
+		}
+		break
+	}
+	t.Logf("%d reloads during the load", swaps)
+	if swaps < 2 {
+		t.Errorf("only %d reloads happened during the load", swaps)
 	}
 }
 

@@ -141,7 +141,7 @@ func FuzzParseHead(f *testing.F) {
 	for _, tc := range fastCases {
 		f.Add(tc.req)
 	}
-	ix := newIndex(mustParse(f, twoTenants))
+	ix := newIndex(mustParse(f, twoTenants), nil)
 	f.Fuzz(func(t *testing.T, s string) {
 		end, ok := scanHead([]byte(s))
 		if !ok || end == 0 {

@@ -147,7 +147,7 @@ func New(o Options) *Server {
 	if o.TLSConfig != nil {
 		s.tls = tlsConfig(o.TLSConfig)
 	}
-	s.index.Store(newIndex(nil))
+	s.index.Store(newIndex(nil, nil))
 
 	var plain http.Handler = plainHandler{s}
 	if o.WrapPlain != nil {
@@ -208,9 +208,13 @@ func tlsConfig(in *tls.Config) *tls.Config {
 // serves nothing. Requests already being answered finish with the old model;
 // connections are kept.
 func (s *Server) SetModel(m *config.Model) {
-	ix := newIndex(m)
+	ix := newIndex(m, s.index.Load())
 	for name, st := range ix.sites {
-		st.stats = s.stats.site(name)
+		// A site reused from the previous index has its counters, and
+		// requests may be reading it: only new ones get theirs here.
+		if st.stats == nil {
+			st.stats = s.stats.site(name)
+		}
 	}
 	s.index.Store(ix)
 }

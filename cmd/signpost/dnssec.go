@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"encoding/json"
 	"errors"
@@ -182,7 +183,7 @@ const dnssecUsage = `usage:
 `
 
 // dnssec runs the dnssec subcommands: only roll, for now.
-func (e env) dnssec(args []string) int {
+func (e env) dnssec(ctx context.Context, args []string) int {
 	if len(args) == 0 || args[0] != "roll" {
 		fmt.Fprint(e.stderr, dnssecUsage)
 		return exitUsage
@@ -196,7 +197,7 @@ func (e env) dnssec(args []string) int {
 	if code >= 0 {
 		return code
 	}
-	m, ok := e.load(path, nil)
+	m, ok := e.load(ctx, path, nil)
 	if !ok {
 		return exitFail
 	}

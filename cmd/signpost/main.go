@@ -94,7 +94,7 @@ func (e env) run(ctx context.Context, args []string) int {
 	case "probe":
 		return e.probe(ctx, args)
 	case "dnssec":
-		return e.dnssec(args)
+		return e.dnssec(ctx, args)
 	case "status":
 		return e.status(ctx, args)
 	case "version":
@@ -137,9 +137,13 @@ func (e env) defaultConfig() string {
 	return "signpost.toml"
 }
 
-// load reads the model and prints every problem when it is invalid.
-func (e env) load(path string, floor map[string]uint32) (*config.Model, bool) {
-	m, err := config.Load(path, config.Options{Now: e.now, Floor: floor})
+// load reads the model and prints every problem when it is invalid. It
+// gives up when ctx is done, saying nothing.
+func (e env) load(ctx context.Context, path string, floor map[string]uint32) (*config.Model, bool) {
+	m, err := config.LoadContext(ctx, path, config.Options{Now: e.now, Floor: floor})
+	if ctx.Err() != nil {
+		return nil, false
+	}
 	if err != nil {
 		var problems config.Errors
 		if errors.As(err, &problems) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -13,7 +14,7 @@ func (e env) validate(args []string) int {
 	if code >= 0 {
 		return code
 	}
-	m, ok := e.load(path, nil)
+	m, ok := e.load(context.Background(), path, nil)
 	if !ok {
 		return exitFail
 	}
@@ -34,7 +35,7 @@ func (e env) zone(args []string) int {
 	if code >= 0 {
 		return code
 	}
-	m, ok := e.load(path, nil)
+	m, ok := e.load(context.Background(), path, nil)
 	if !ok {
 		return exitFail
 	}

@@ -31,6 +31,7 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("hsload", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8443", "server address")
 	sni := fs.String("sni", "chat.example.com", "TLS server name")
+	namesFile := fs.String("names", "", "file of TLS server names, one a line, taken in turn by each new connection instead of -sni (-client lean only)")
 	conc := fs.Int("c", 8, "concurrent connections")
 	dur := fs.Duration("d", 10*time.Second, "duration")
 	curves := fs.String("curves", "X25519", "key exchange groups offered, comma-separated (X25519, P256, X25519MLKEM768)")
@@ -53,21 +54,40 @@ func run(args []string) int {
 	if *alpn != "" {
 		cfg.NextProtos = strings.Split(*alpn, ",")
 	}
-	var lean *leanClient
+	names := []string{*sni}
+	if *namesFile != "" {
+		data, err := os.ReadFile(*namesFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hsload:", err)
+			return 1
+		}
+		names = strings.Fields(string(data))
+		if len(names) == 0 || *client != "lean" {
+			fmt.Fprintln(os.Stderr, "hsload: -names needs a file with names in it, and -client lean")
+			return 2
+		}
+	}
+	// One lean client a name, since the name is in the ClientHello it
+	// sends; connections take them in turn.
+	var leans []*leanClient
+	var next atomic.Uint64
 	switch *client {
 	case "lean":
 		if *get != "" || *version != "1.3" || *curves != "X25519" {
 			fmt.Fprintln(os.Stderr, "hsload: -get, -tls and -curves need -client go")
 			return 2
 		}
-		var err error
 		var protos []string
 		if *alpn != "" {
 			protos = strings.Split(*alpn, ",")
 		}
-		if lean, err = newLeanClient(*sni, protos, *tickets); err != nil {
-			fmt.Fprintln(os.Stderr, "hsload:", err)
-			return 1
+		for _, n := range names {
+			l, err := newLeanClient(n, protos, *tickets)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "hsload:", err)
+				return 1
+			}
+			leans = append(leans, l)
 		}
 	case "go":
 	default:
@@ -124,8 +144,8 @@ func run(args []string) int {
 					continue
 				}
 				c.SetDeadline(time.Now().Add(10 * time.Second))
-				if lean != nil {
-					err = lean.handshake(c)
+				if leans != nil {
+					err = leans[next.Add(1)%uint64(len(leans))].handshake(c)
 				} else {
 					tc := tls.Client(c, cfg)
 					err = tc.HandshakeContext(ctx)
