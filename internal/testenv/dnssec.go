@@ -34,8 +34,10 @@ func Programs(t testing.TB, progs, pkgs []string) []string {
 // a file and used again by the next ones, so a parent can be signed again
 // with new DS records under the same trust anchor. It returns the key's
 // DNSKEY record, in presentation format: the trust anchor of a resolver
-// when origin is the root. It skips the test without bind9-utils.
-func SignZone(t testing.TB, dir, origin, file, text string) string {
+// when origin is the root. flags go to dnssec-signzone, e.g. "-e", "+3600"
+// for signatures that expire an hour from now. It skips the test without
+// bind9-utils.
+func SignZone(t testing.TB, dir, origin, file, text string, flags ...string) string {
 	t.Helper()
 	tools := Programs(t, []string{"dnssec-keygen", "dnssec-signzone"}, []string{"bind9-utils", "bind9-utils"})
 	keys := filepath.Join(dir, "keys-"+file)
@@ -67,7 +69,8 @@ func SignZone(t testing.TB, dir, origin, file, text string) string {
 	if err := os.WriteFile(unsigned, []byte(text+dnskey+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(tools[1], "-q", "-K", keys, "-d", keys, "-o", origin, "-z", "-f", filepath.Join(dir, file), unsigned).CombinedOutput(); err != nil {
+	args := append([]string{"-q", "-K", keys, "-d", keys, "-o", origin, "-z", "-f", filepath.Join(dir, file)}, flags...)
+	if out, err := exec.Command(tools[1], append(args, unsigned)...).CombinedOutput(); err != nil {
 		t.Fatalf("dnssec-signzone: %v\n%s", err, out)
 	}
 	return dnskey
