@@ -201,3 +201,50 @@ func TestResign(t *testing.T) {
 		t.Errorf("matrix.test serial %d, want 2", mz.serial)
 	}
 }
+
+// TestSignedUpdate: a TXT record written by RFC 2136 UPDATE into a signed
+// zone is served signed, with the NSEC chain around it, a new serial and a
+// NOTIFY; deleting it takes its NSEC away again.
+func TestSignedUpdate(t *testing.T) {
+	sink := startNotifySink(t, 0)
+	m := testModel(t, strings.Replace(secondaryTOML(sink.addr), "[dns]", "[dns]\ndnssec = true", 1))
+	s := startOnePort(t, m, Options{}, func(s *Server) { s.SetKeys(testKeys(t, m)) })
+	sink.waitNotify(t, "chat.example.com.", 1)
+	name := acmeName
+	u := newUpdate("chat.example.com.")
+	u.Insert([]dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: []string{"by-update"}}})
+	expectUpdate(t, s, "tcp", u, hs, dns.RcodeSuccess, 0)
+	sink.waitNotify(t, "chat.example.com.", 2)
+	z := s.ix.Load().zones["chat.example.com."]
+	checkSigned(t, z.origin, z.records, time.Now())
+
+	q := new(dns.Msg).SetQuestion(name, dns.TypeTXT)
+	q.SetEdns0(1232, true)
+	r := exchange(t, "udp", s.udp, q)
+	var txt []dns.RR
+	var sig *dns.RRSIG
+	for _, rr := range r.Answer {
+		switch rr := rr.(type) {
+		case *dns.TXT:
+			txt = append(txt, rr)
+		case *dns.RRSIG:
+			sig = rr
+		}
+	}
+	if len(txt) != 1 || sig == nil {
+		t.Fatalf("answer %v, want the TXT record and its RRSIG", r.Answer)
+	}
+	if err := sig.Verify(s.signer.zoneKeys("chat.example.com.")[0].DNSKEY, txt); err != nil {
+		t.Errorf("the UPDATE's record does not verify: %v", err)
+	}
+
+	d := newUpdate("chat.example.com.")
+	d.Remove([]dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}, Txt: []string{"by-update"}}})
+	expectUpdate(t, s, "tcp", d, hs, dns.RcodeSuccess, 0)
+	sink.waitNotify(t, "chat.example.com.", 3)
+	z = s.ix.Load().zones["chat.example.com."]
+	checkSigned(t, z.origin, z.records, time.Now())
+	if z.nodes[name] != nil {
+		t.Errorf("%s still exists after its record went", name)
+	}
+}
