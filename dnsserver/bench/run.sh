@@ -83,6 +83,22 @@ cputicks() {
 hz=$(getconf CLK_TCK)
 
 declare -A port pid
+# start_signpost DIR LIMITED DNS runs signpost on bench.toml with this
+# run's ports, self-signed (no CA), its state in DIR; LIMITED as for
+# start_servers; DNS is added to [dns].
+start_signpost() {
+	local dir=$1 limited=$2 more=$3
+	{
+		sed -e "s|^listen = \\[\"127.0.0.1:5300\"\\]|listen = [\"127.0.0.1:${port[signpost]}\"]$more|" "$here/bench.toml"
+		[ "$limited" = 1 ] || printf '\n[dns.rrl]\nrate = 0\n'
+		printf '\n[http]\nlisten = "127.0.0.1:%s"\nplain_listen = "127.0.0.1:%s"\n' "$(freeport)" "$(freeport)"
+		printf '\n[acme]\nmode = "self-signed"\nstorage = "%s"\n' "$dir/state"
+	} >"$dir/signpost.toml"
+	"$tmp/signpost" serve -config "$dir/signpost.toml" 2>"$dir/signpost.log" &
+	pid[signpost]=$!
+	pids+=($!)
+}
+
 # start_servers LIMITED starts signpost, NSD and Knot; LIMITED=1 leaves each
 # on its default response rate limiting (Knot, which has none by default,
 # gets its documented example, rate-limit 200 slip 2), LIMITED=0 turns it off
@@ -94,16 +110,7 @@ start_servers() {
 	port[nsd]=$(freeport)
 	port[knot]=$(freeport)
 
-	# signpost: bench.toml on this run's ports, self-signed (no CA).
-	{
-		sed -e "s|^listen = \\[\"127.0.0.1:5300\"\\]|listen = [\"127.0.0.1:${port[signpost]}\"]|" "$here/bench.toml"
-		[ "$limited" = 1 ] || printf '\n[dns.rrl]\nrate = 0\n'
-		printf '\n[http]\nlisten = "127.0.0.1:%s"\nplain_listen = "127.0.0.1:%s"\n' "$(freeport)" "$(freeport)"
-		printf '\n[acme]\nmode = "self-signed"\nstorage = "%s"\n' "$dir/state"
-	} >"$dir/signpost.toml"
-	"$tmp/signpost" serve -config "$dir/signpost.toml" 2>"$dir/signpost.log" &
-	pid[signpost]=$!
-	pids+=($!)
+	start_signpost "$dir" "$limited" ""
 
 	{
 		cat <<-EOF
@@ -177,15 +184,7 @@ start_signed() {
 	mkdir -p "$dir/knot" "$dir/state" "$dir/zones"
 	port[signpost]=$(freeport)
 	port[knot]=$(freeport)
-	{
-		sed -e "s|^listen = \\[\"127.0.0.1:5300\"\\]|listen = [\"127.0.0.1:${port[signpost]}\"]\ndnssec = true|" "$here/bench.toml"
-		printf '\n[dns.rrl]\nrate = 0\n'
-		printf '\n[http]\nlisten = "127.0.0.1:%s"\nplain_listen = "127.0.0.1:%s"\n' "$(freeport)" "$(freeport)"
-		printf '\n[acme]\nmode = "self-signed"\nstorage = "%s"\n' "$dir/state"
-	} >"$dir/signpost.toml"
-	"$tmp/signpost" serve -config "$dir/signpost.toml" 2>"$dir/signpost.log" &
-	pid[signpost]=$!
-	pids+=($!)
+	start_signpost "$dir" 0 '\ndnssec = true'
 
 	cp "$tmp"/*zone "$dir/zones/"
 	{
