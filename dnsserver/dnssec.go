@@ -199,7 +199,8 @@ func (sg *signer) signIfAsked(z *zone) {
 
 // signZone signs z, freshly built and not yet served, with keys: it adds
 // the DNSKEY, CDS and CDNSKEY RRsets at the apex, the NSEC chain, and the
-// signatures, to the nodes and to the records transferred.
+// signatures, to the nodes and to the records transferred. It signs
+// everything before it changes anything, so on error z is as it was.
 func (sg *signer) signZone(z *zone, keys []ZoneKey) error {
 	ttl := z.soa.rrs[0].Header().Ttl
 	var dnskeys, cds, cdnskeys []dns.RR
@@ -217,16 +218,21 @@ func (sg *signer) signZone(z *zone, keys []ZoneKey) error {
 		cdk.Hdr.Ttl = ttl
 		cdnskeys = append(cdnskeys, cdk)
 	}
-	z.records = slices.Clip(z.records)
+	var apexSets []*rrset
 	for _, set := range []*rrset{
 		{name: z.origin, typ: dns.TypeDNSKEY, rrs: dnskeys},
 		{name: z.origin, typ: dns.TypeCDS, rrs: cds},
 		{name: z.origin, typ: dns.TypeCDNSKEY, rrs: cdnskeys},
 	} {
 		if len(set.rrs) > 0 {
-			z.apex.sets = append(z.apex.sets, set)
-			z.records = append(z.records, set.rrs...)
+			apexSets = append(apexSets, set)
 		}
+	}
+	setsOf := func(nd *node) []*rrset {
+		if nd == z.apex {
+			return append(slices.Clip(nd.sets), apexSets...)
+		}
+		return nd.sets
 	}
 
 	// The chain runs through every name with authoritative data or a
@@ -234,15 +240,16 @@ func (sg *signer) signZone(z *zone, keys []ZoneKey) error {
 	// non-terminals have no NSEC (RFC 4034 §4.1.1).
 	var chain []*node
 	for _, nd := range z.nodes {
-		if len(nd.sets) > 0 && (nd.cut == nil || nd.cut == nd) {
+		if len(setsOf(nd)) > 0 && (nd.cut == nil || nd.cut == nd) {
 			chain = append(chain, nd)
 		}
 	}
 	slices.SortFunc(chain, func(a, b *node) int { return compareNames(a.name, b.name) })
 	nttl := z.negSOA.rrs[0].Header().Ttl // RFC 9077: as the negative TTL
+	nsecs := make([]*rrset, len(chain))
 	for i, nd := range chain {
 		types := []uint16{dns.TypeNSEC, dns.TypeRRSIG}
-		for _, s := range nd.sets {
+		for _, s := range setsOf(nd) {
 			if nd.cut != nd || s.typ == dns.TypeNS || s.typ == dns.TypeDS {
 				types = append(types, s.typ) // glue at a cut is not ours
 			}
@@ -253,29 +260,43 @@ func (sg *signer) signZone(z *zone, keys []ZoneKey) error {
 			NextDomain: chain[(i+1)%len(chain)].name,
 			TypeBitMap: types,
 		}
-		nd.sets = append(nd.sets, &rrset{name: nd.name, typ: dns.TypeNSEC, rrs: []dns.RR{nsec}})
-		z.records = append(z.records, nsec)
+		nsecs[i] = &rrset{name: nd.name, typ: dns.TypeNSEC, rrs: []dns.RR{nsec}}
 	}
-	z.chain = chain
 
-	for _, nd := range chain {
-		var all []dns.RR
-		for _, s := range nd.sets {
+	sigs := map[*rrset][]dns.RR{}
+	all := make([][]dns.RR, len(chain)) // every signature at each name
+	for i, nd := range chain {
+		for _, s := range append(slices.Clip(setsOf(nd)), nsecs[i]) {
 			// At a delegation only the DS and NSEC are ours to sign
 			// (RFC 4035 §2.2).
 			if nd.cut == nd && s.typ != dns.TypeDS && s.typ != dns.TypeNSEC {
 				continue
 			}
-			sigs, err := sg.sign(z.origin, keys, nd.name, s.typ, s.rrs)
+			ss, err := sg.sign(z.origin, keys, nd.name, s.typ, s.rrs)
 			if err != nil {
 				return err
 			}
-			s.sigs = sigs
-			all = append(all, sigs...)
+			sigs[s] = ss
+			all[i] = append(all[i], ss...)
 		}
-		nd.sets = append(nd.sets, &rrset{name: nd.name, typ: dns.TypeRRSIG, rrs: all})
-		z.records = append(z.records, all...)
+	}
+
+	// Everything is signed: now change the zone.
+	z.records = slices.Clip(z.records)
+	for _, set := range apexSets {
+		z.records = append(z.records, set.rrs...)
+	}
+	z.apex.sets = setsOf(z.apex)
+	for i, nd := range chain {
+		nd.sets = append(nd.sets, nsecs[i], &rrset{name: nd.name, typ: dns.TypeRRSIG, rrs: all[i]})
 		slices.SortFunc(nd.sets, func(a, b *rrset) int { return typeOrder(a.typ) - typeOrder(b.typ) })
+		z.records = append(z.records, nsecs[i].rrs...)
+	}
+	for i := range chain {
+		z.records = append(z.records, all[i]...)
+	}
+	for s, ss := range sigs {
+		s.sigs = ss
 	}
 	// The SOA of negative answers has a lower TTL; so do its signatures,
 	// which stay valid: validators take the original TTL from the RRSIG.
@@ -284,6 +305,7 @@ func (sg *signer) signZone(z *zone, keys []ZoneKey) error {
 		s.Header().Ttl = nttl
 		z.negSOA.sigs = append(z.negSOA.sigs, s)
 	}
+	z.chain = chain
 	z.signed = true
 	return nil
 }

@@ -1,7 +1,11 @@
 package dnsserver
 
 import (
+	"bytes"
 	"crypto"
+	"errors"
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -246,5 +250,51 @@ func TestSignedUpdate(t *testing.T) {
 	checkSigned(t, z.origin, z.records, time.Now())
 	if z.nodes[name] != nil {
 		t.Errorf("%s still exists after its record went", name)
+	}
+}
+
+// failingSigner is a key whose every signature fails.
+type failingSigner struct{ crypto.Signer }
+
+func (failingSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("the key is gone")
+}
+
+// TestSigningFails: a zone that cannot be signed is served unsigned,
+// whole, without a stray signature or NSEC record, and the failure is
+// logged.
+func TestSigningFails(t *testing.T) {
+	var logs bytes.Buffer
+	s := New(Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	m := testModel(t, signedTOML)
+	keys := testKeys(t, m)
+	k := keys["chat.example.com."][0]
+	k.Signer = failingSigner{k.Signer}
+	keys["chat.example.com."] = []ZoneKey{k}
+	s.SetKeys(keys)
+	t.Cleanup(func() { s.Shutdown(t.Context()) })
+	s.SetModel(m)
+	z := s.ix.Load().zones["chat.example.com."]
+	if z.signed {
+		t.Fatal("zone signed with a failing key")
+	}
+	for _, rr := range z.records {
+		switch rr.Header().Rrtype {
+		case dns.TypeDNSKEY, dns.TypeRRSIG, dns.TypeNSEC, dns.TypeCDS, dns.TypeCDNSKEY:
+			t.Errorf("unsigned zone transfers %s", rr)
+		}
+	}
+	for _, nd := range z.nodes {
+		for _, set := range nd.sets {
+			if len(set.sigs) > 0 || set.typ == dns.TypeNSEC {
+				t.Errorf("unsigned zone has %s/%s with %d signatures", set.name, dns.TypeToString[set.typ], len(set.sigs))
+			}
+		}
+	}
+	if !s.ix.Load().zones["matrix.test."].signed {
+		t.Error("matrix.test, whose key works, is not signed")
+	}
+	if !strings.Contains(logs.String(), "the key is gone; serving chat.example.com. unsigned") {
+		t.Errorf("log %q does not say why the zone is unsigned", logs.String())
 	}
 }

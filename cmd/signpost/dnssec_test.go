@@ -40,7 +40,7 @@ dnssec = false
 // state directory (mode 0600) or the database; zone and validate print the
 // DS of the key served; dnssec roll adds a key that signs next to the old
 // one and that CDS names, and -finish takes the old one away, each seen
-// after a reload.
+// after a reload; a restart signs with the stored key.
 func TestDNSSECKeys(t *testing.T) {
 	t.Run("directory", func(t *testing.T) { testDNSSECKeys(t, t.TempDir()) })
 	t.Run("postgres", func(t *testing.T) { testDNSSECKeys(t, pgtest.Start(t).NewDatabase("dnssec")) })
@@ -173,5 +173,12 @@ func testDNSSECKeys(t *testing.T, state string) {
 	}
 	if code, _, _ := command("dnssec", "roll", "-zone", "chat.example.test", "-finish", "-config", config); code != exitFail {
 		t.Errorf("finishing with no roll under way: exit %d, want %d", code, exitFail)
+	}
+
+	// Another start signs with the stored key, not a new one.
+	again := startServe(t, text, nil)
+	r = again.query("udp", "chat.example.test.", dns.TypeDNSKEY)
+	if len(r.Answer) != 1 || r.Answer[0].(*dns.DNSKEY).PublicKey != next.PublicKey {
+		t.Errorf("after a restart DNSKEY is %v, want the stored key", r.Answer)
 	}
 }
