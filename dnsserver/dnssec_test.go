@@ -134,7 +134,7 @@ func checkSigned(t *testing.T, origin string, records []dns.RR, now time.Time) {
 }
 
 // TestSignedZone signs the test zones and checks them as a secondary gets
-// them, then after a TXT record came and went.
+// them, then after a TXT record came: only what changed is signed again.
 func TestSignedZone(t *testing.T) {
 	s := New(Options{})
 	m := testModel(t, signedTOML)
@@ -149,10 +149,15 @@ func TestSignedZone(t *testing.T) {
 		checkSigned(t, z.origin, z.records, time.Now())
 	}
 	serial := ix.zones["chat.example.com."].serial
+	hsSig := ix.zones["chat.example.com."].nodes["hs.chat.example.com."].get(dns.TypeA).sigs[0]
 	if err := s.AddTXT("_acme-challenge.hs.chat.example.com.", "token"); err != nil {
 		t.Fatal(err)
 	}
 	z := s.ix.Load().zones["chat.example.com."]
+	// ECDSA signatures differ every time: the same one means it was kept.
+	if got := z.nodes["hs.chat.example.com."].get(dns.TypeA).sigs[0]; got != hsSig {
+		t.Errorf("hs A was signed again for a TXT record elsewhere:\n%s\n%s", hsSig, got)
+	}
 	checkSigned(t, z.origin, z.records, time.Now())
 	if z.serial != serial+1 {
 		t.Errorf("serial %d after the TXT record, want %d", z.serial, serial+1)
