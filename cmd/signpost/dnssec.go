@@ -17,6 +17,7 @@ import (
 
 	"github.com/signpost-dev/signpost/config"
 	"github.com/signpost-dev/signpost/dnsserver"
+	"github.com/signpost-dev/signpost/pgstore"
 )
 
 // The DNSSEC keys of a zone are kept in the state directory (acme.storage)
@@ -69,12 +70,7 @@ func loadKeys(m *config.Model, now time.Time) (map[string][]dnsserver.ZoneKey, e
 			return nil, err
 		}
 		if len(kf.Keys) == 0 {
-			sk, err := newStoredKey(origin, now)
-			if err != nil {
-				return nil, err
-			}
-			kf.Keys = []storedKey{sk}
-			if err := writeKeyFile(m.ACME.Storage, origin, kf); err != nil {
+			if kf, err = createKeyFile(m.ACME.Storage, origin, now); err != nil {
 				return nil, fmt.Errorf("dnssec: storing the new key of %s: %w", origin, err)
 			}
 		}
@@ -100,6 +96,42 @@ func readKeyFile(storage, origin string) (keyFile, error) {
 		return kf, fmt.Errorf("dnssec: %s: %w; restore it from a backup, or move it aside to make a new key (and give the parent its new DS)", where, err)
 	}
 	return kf, nil
+}
+
+// createKeyFile makes and stores the first key of origin. With a database
+// that several instances share, it does so under the database's lock, and
+// takes the key another instance stored first if there is one: instances
+// starting together then sign with one key, which one DS covers.
+func createKeyFile(storage, origin string, now time.Time) (keyFile, error) {
+	sk, err := newStoredKey(origin, now)
+	if err != nil {
+		return keyFile{}, err
+	}
+	kf := keyFile{Keys: []storedKey{sk}}
+	if !pgstore.IsURL(storage) {
+		return kf, writeKeyFile(storage, origin, kf)
+	}
+	data, err := json.MarshalIndent(kf, "", "  ")
+	if err != nil {
+		return keyFile{}, err
+	}
+	key := "signpost/" + keysName(origin)
+	err = withDB(storage, func(ctx context.Context, db *pgstore.Storage) error {
+		if err := db.Lock(ctx, key); err != nil {
+			return err
+		}
+		defer db.Unlock(context.WithoutCancel(ctx), key)
+		have, err := db.Load(ctx, key)
+		switch {
+		case err == nil:
+			kf = keyFile{}
+			return json.Unmarshal(have, &kf)
+		case !errors.Is(err, fs.ErrNotExist):
+			return err
+		}
+		return db.Store(ctx, key, append(data, '\n'))
+	})
+	return kf, err
 }
 
 func writeKeyFile(storage, origin string, kf keyFile) error {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/signpost-dev/signpost/config"
 	"github.com/signpost-dev/signpost/internal/pgtest"
 )
 
@@ -180,5 +181,41 @@ func testDNSSECKeys(t *testing.T, state string) {
 	r = again.query("udp", "chat.example.test.", dns.TypeDNSKEY)
 	if len(r.Answer) != 1 || r.Answer[0].(*dns.DNSKEY).PublicKey != next.PublicKey {
 		t.Errorf("after a restart DNSKEY is %v, want the stored key", r.Answer)
+	}
+}
+
+// TestDNSSECKeyShared: instances that share a database and start at once
+// make one key between them, not one each.
+func TestDNSSECKeyShared(t *testing.T) {
+	db := pgtest.Start(t).NewDatabase("dnsseckeys")
+	m, err := config.Parse("signpost.toml", []byte(dnssecTOML(db)), config.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	keys := make(chan string, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			k, err := loadKeys(m, time.Now())
+			if err != nil {
+				errs <- err
+				return
+			}
+			keys <- k["chat.example.test."][0].DNSKEY.PublicKey
+		}()
+	}
+	var first string
+	for i := range n {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		case k := <-keys:
+			if i == 0 {
+				first = k
+			} else if k != first {
+				t.Errorf("instance %d signs with another key than instance 0", i)
+			}
+		}
 	}
 }
