@@ -1,13 +1,17 @@
 package dnsserver
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/signpost-dev/signpost/internal/manyzones"
 )
 
 type notifyDone struct {
@@ -171,4 +175,92 @@ func TestNotifyRetries(t *testing.T) {
 			t.Errorf("NOTIFY ended %+v, want abandoned after one try", e)
 		}
 	})
+}
+
+// TestNotifyBounded: with many zones, at most max NOTIFYs are outstanding at
+// once; the others wait their turn and every zone's goes out once the
+// secondary answers.
+func TestNotifyBounded(t *testing.T) {
+	const zones, max = 20, 4
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	// The secondary holds its answers until released, then answers all.
+	type held struct {
+		to  net.Addr
+		msg *dns.Msg
+	}
+	got := make(chan held, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			m := new(dns.Msg)
+			if m.Unpack(buf[:n]) == nil {
+				got <- held{from, m}
+			}
+		}
+	}()
+	answer := func(h held) {
+		r := new(dns.Msg)
+		r.SetReply(h.msg)
+		r.Extra = nil // unsigned: the job ends answered, whatever the signature
+		b, _ := r.Pack()
+		pc.WriteTo(b, h.to)
+	}
+
+	events := make(chan notifyDone, zones)
+	var b bytes.Buffer
+	if err := manyzones.Write(&b, zones, manyzones.Options{Secondary: pc.LocalAddr().String()}); err != nil {
+		t.Fatal(err)
+	}
+	m := testModel(t, b.String())
+	startOnePort(t, m, Options{NotifyTimeout: 10 * time.Second}, hookNotify(events), func(s *Server) { s.notify.max = max })
+
+	var first []held
+	for range max {
+		select {
+		case h := <-got:
+			first = append(first, h)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d NOTIFYs arrived, want %d", len(first), max)
+		}
+	}
+	// A NOTIFY beyond the bound would come at once, not after a while.
+	select {
+	case h := <-got:
+		t.Fatalf("NOTIFY for %s while %d were unanswered, want at most %d at once", h.msg.Question[0].Name, max, max)
+	case <-time.After(200 * time.Millisecond):
+	}
+	for _, h := range first {
+		answer(h)
+	}
+	seen := map[string]int{}
+	for _, h := range first {
+		seen[h.msg.Question[0].Name]++
+	}
+	for len(seen) < zones {
+		select {
+		case h := <-got:
+			seen[h.msg.Question[0].Name]++
+			answer(h)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("NOTIFY for %d of %d zones", len(seen), zones)
+		}
+	}
+	for range zones {
+		if e := nextDone(t, events); !e.answered || e.tries != 1 {
+			t.Errorf("NOTIFY %+v: want answered at the first try", e)
+		}
+	}
+	for z, c := range seen {
+		if c != 1 {
+			t.Errorf("%s: %d NOTIFYs, want 1", z, c)
+		}
+	}
 }
