@@ -18,7 +18,6 @@ import (
 	"context"
 	"log/slog"
 	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -165,16 +164,23 @@ func (w *Watch) Check(ctx context.Context) {
 		serial   uint32
 		answered bool
 	}
+	// 16 queries at a time, from 16 goroutines: a provider's 10,000 zones
+	// would otherwise be 10,000 goroutines each round.
+	const workers = 16
+	todo := make(chan key)
 	results := make(chan result, len(ks))
-	sem := make(chan struct{}, 16) // a few hundred zones go out 16 at a time
-	for _, k := range ks {
+	for range min(workers, len(ks)) {
 		go func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			serial, ok := w.query(ctx, k)
-			results <- result{k, serial, ok}
+			for k := range todo {
+				serial, ok := w.query(ctx, k)
+				results <- result{k, serial, ok}
+			}
 		}()
 	}
+	for _, k := range ks {
+		todo <- k
+	}
+	close(todo)
 	now := w.o.Now()
 	got := make([]result, 0, len(ks))
 	for range ks {
@@ -185,10 +191,16 @@ func (w *Watch) Check(ctx context.Context) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// Once per round, not per answer: with 10,000 zones, per answer held
+	// the lock (and so a reload's SetModel) for seconds.
+	live := map[key]bool{}
+	for _, k := range pairs(w.cur) {
+		live[k] = true
+	}
 	for _, r := range got {
 		st := w.states[r.k]
 		if st == nil {
-			if !slices.Contains(pairs(w.cur), r.k) {
+			if !live[r.k] {
 				continue // a reload took it away meanwhile
 			}
 			st = &state{}
