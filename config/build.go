@@ -351,7 +351,10 @@ func buildZones(ps *problems, f *file, m *Model, ttl uint32) []*zoneBuild {
 			}
 			continue
 		}
-		z := &zoneBuild{Zone: &Zone{Origin: origin + "."}, key: key}
+		z := &zoneBuild{Zone: &Zone{Origin: origin + ".", DNSSEC: f.DNS.DNSSEC}, key: key}
+		if zt.DNSSEC != nil {
+			z.DNSSEC = *zt.DNSSEC
+		}
 		bad := false
 		if other := byOrigin[z.Origin]; other != nil {
 			ps.errorf(key+".origin", "%q is already %s; merge the two tables", zt.Origin, other.key)
@@ -388,6 +391,10 @@ func buildZones(ps *problems, f *file, m *Model, ttl uint32) []*zoneBuild {
 		for j, text := range zt.Records {
 			rkey := fmt.Sprintf("%s.records[%d]", key, j)
 			if rr := parseRecord(ps, rkey, text, z.Origin, ttl); rr != nil {
+				if z.DNSSEC && dnssecType(rr.Header().Rrtype) {
+					ps.errorf(rkey, "%s records are made by signpost in a signed zone; remove this one", dns.TypeToString[rr.Header().Rrtype])
+					continue
+				}
 				z.records = append(z.records, sourced{rr, rkey})
 			}
 		}
@@ -406,6 +413,16 @@ func buildZones(ps *problems, f *file, m *Model, ttl uint32) []*zoneBuild {
 		m.byOrigin[z.Origin] = z.Zone
 	}
 	return zones
+}
+
+// dnssecType says whether records of type t belong to the signing of a
+// zone, which the DNS server does, with keys config never sees.
+func dnssecType(t uint16) bool {
+	switch t {
+	case dns.TypeDNSKEY, dns.TypeRRSIG, dns.TypeNSEC, dns.TypeNSEC3, dns.TypeNSEC3PARAM, dns.TypeCDS, dns.TypeCDNSKEY:
+		return true
+	}
+	return false
 }
 
 // parseRecord parses one master-file line relative to origin and checks
@@ -851,6 +868,9 @@ func (z *zoneBuild) finish(m *Model, o Options, nameservers []string) *Zone {
 	}
 	h := sha256.New()
 	fmt.Fprintln(h, soa.String())
+	if z.DNSSEC {
+		fmt.Fprintln(h, "dnssec") // signing a zone changes what it serves
+	}
 	rrs := make([]dns.RR, len(texts))
 	for i, t := range texts {
 		io.WriteString(h, t.text)

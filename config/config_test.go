@@ -136,6 +136,8 @@ func TestProblems(t *testing.T) {
 			[]string{`signpost.toml:9: zone[0].records[1]: "chat.example.com" is a server name whose A/AAAA records come from zone[0].addresses (this host serves its .well-known); remove this record`}},
 		{"SRV fallback written by hand", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"hs A 198.51.100.7", "_matrix-fed._tcp SRV 10 0 443 hs"`, 1),
 			[]string{`signpost.toml:9: zone[0].records[1]: "_matrix-fed._tcp.chat.example.com." is derived from delegation[0].server; remove this record or set srv_fallback = false`}},
+		{"DNSKEY written into a signed zone", strings.Replace(strings.Replace(base, "[dns]", "[dns]\ndnssec = true", 1), `"hs 300 IN A 198.51.100.7"`, `"hs A 198.51.100.7", "@ DNSKEY 257 3 13 AAAA"`, 1),
+			[]string{`signpost.toml:10: zone[0].records[1]: DNSKEY records are made by signpost in a signed zone; remove this one`}},
 		{"duplicate record", strings.Replace(base, `"hs 300 IN A 198.51.100.7"`, `"hs A 198.51.100.7", "hs 60 A 198.51.100.7"`, 1),
 			[]string{`signpost.toml:9: zone[0].records[1]: repeats the record from zone[0].records[0]; remove one`}},
 		{"duplicate zone", base + "[[zone]]\norigin = \"chat.example.com.\"\n",
@@ -599,5 +601,48 @@ rrl = { rate = 50, slip = 0, ipv4_prefix = 32, ipv6_prefix = 64, exempt = ["192.
 				t.Errorf("got\n%s\nwant\n%s\n(file:\n%s)", strings.Join(got, "\n"), strings.Join(c.want, "\n"), text)
 			}
 		})
+	}
+}
+
+// TestDNSSECSwitch: dns.dnssec signs every zone unless a zone says
+// otherwise, a zone can ask for it alone, and signing changes the serial.
+func TestDNSSECSwitch(t *testing.T) {
+	two := base + "[[zone]]\norigin = \"other.test\"\n"
+	for _, tt := range []struct {
+		name string
+		text string
+		want []bool // per zone, in canonical order: chat.example.com, other.test
+	}{
+		{"off by default", two, []bool{false, false}},
+		{"on for all", strings.Replace(two, "[dns]", "[dns]\ndnssec = true", 1), []bool{true, true}},
+		{"on but one zone off", strings.Replace(two, "[dns]", "[dns]\ndnssec = true", 1) + "dnssec = false\n", []bool{true, false}},
+		{"one zone on", two + "dnssec = true\n", []bool{false, true}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := parse(t, tt.text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []bool
+			for _, z := range m.Zones {
+				got = append(got, z.DNSSEC)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("DNSSEC per zone %v, want %v", got, tt.want)
+			}
+		})
+	}
+	now := func() time.Time { return time.Unix(1000, 0) }
+	plain, err := Parse("signpost.toml", []byte(base), Options{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := func() time.Time { return time.Unix(900, 0) } // the clock went back
+	signed, err := Parse("signpost.toml", []byte(strings.Replace(base, "[dns]", "[dns]\ndnssec = true", 1)), Options{Now: later, Previous: plain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := signed.Zones[0].SOA.Serial, plain.Zones[0].SOA.Serial+1; got != want {
+		t.Errorf("serial %d after turning DNSSEC on, want %d", got, want)
 	}
 }

@@ -42,6 +42,7 @@ func buildEDNS(ps *problems, f *file, m *Model) {
 		}
 	}
 	m.DNS.NSID = d.NSID
+	m.DNS.DNSSEC = d.DNSSEC
 	m.DNS.CookieSecret = cookieSecret(ps, "dns.cookie_secret", d.CookieSecret)
 	m.DNS.CookieSecretPrevious = cookieSecret(ps, "dns.cookie_secret_previous", d.CookieSecretPrevious)
 	if d.CookieSecretPrevious != "" && d.CookieSecret == "" {

@@ -119,12 +119,12 @@ func (ps *problems) decodeError(err error) {
 // follow the toml tags below; TestKnownKeys checks that it does.
 var knownKeys = map[string][]string{
 	"":                            {"dns", "http", "acme", "metrics", "zone", "delegation", "key", "secondary", "update"},
-	"dns":                         {"listen", "nameservers", "hostmaster", "ttl", "catalog", "nsid", "cookie_secret", "cookie_secret_previous", "rrl"},
+	"dns":                         {"listen", "nameservers", "hostmaster", "ttl", "catalog", "nsid", "cookie_secret", "cookie_secret_previous", "rrl", "dnssec"},
 	"dns.rrl":                     {"rate", "slip", "ipv4_prefix", "ipv6_prefix", "exempt"},
 	"http":                        {"listen", "plain_listen", "root_redirect", "server_max_age", "client_max_age"},
 	"acme":                        {"email", "directory", "challenges", "ca_root", "storage", "mode", "names"},
 	"metrics":                     {"listen"},
-	"zone":                        {"origin", "addresses", "records"},
+	"zone":                        {"origin", "addresses", "records", "dnssec"},
 	"delegation":                  {"server_name", "server", "client", "identity_server", "srv_fallback", "client_extra", "support"},
 	"delegation.support":          {"page", "contacts"},
 	"delegation.support.contacts": {"matrix_id", "email", "role"},
@@ -157,6 +157,7 @@ type dnsTable struct {
 	CookieSecret         string    `toml:"cookie_secret"`
 	CookieSecretPrevious string    `toml:"cookie_secret_previous"`
 	RRL                  *rrlTable `toml:"rrl"`
+	DNSSEC               bool      `toml:"dnssec"`
 }
 
 type httpTable struct {
@@ -185,6 +186,7 @@ type zoneTable struct {
 	Origin    string   `toml:"origin"`
 	Addresses []string `toml:"addresses"`
 	Records   []string `toml:"records"`
+	DNSSEC    *bool    `toml:"dnssec"`
 }
 
 type delegationTable struct {

@@ -78,6 +78,9 @@ type DNS struct {
 	CookieSecretPrevious []byte
 	// RRL is response rate limiting over UDP.
 	RRL RRL
+	// DNSSEC is dns.dnssec: whether zones are signed unless they say
+	// otherwise (Zone.DNSSEC holds each zone's choice).
+	DNSSEC bool
 }
 
 // RRL is the [dns.rrl] table: response rate limiting over UDP, on by
@@ -167,6 +170,10 @@ type Zone struct {
 	// canonical order (owner name, then type, then rdata). Owner names are
 	// lower case and fully qualified.
 	Records []dns.RR
+	// DNSSEC says the zone is served signed (dns.dnssec, or the zone's own
+	// dnssec key). The DNSSEC records are made by the DNS server from keys
+	// in the state directory, so Records never holds any.
+	DNSSEC bool
 
 	hash [32]byte // content hash without the serial, for serial bumps
 }

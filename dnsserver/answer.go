@@ -44,6 +44,9 @@ type answer struct {
 	// tooLong: a DNAME made a name longer than 255 octets (YXDOMAIN);
 	// NSD says why in an EDE.
 	tooLong bool
+	// do: the query set the DO bit, so answers from signed zones carry
+	// their signatures and denial of existence (RFC 4035 §3.1).
+	do      bool
 	cnames  int
 	entries []entry
 }
@@ -130,6 +133,7 @@ func (ix *index) resolve(a *answer, qname string, qtype uint16) {
 		// not nest), so this zone says it has none (RFC 4035 §3.1.4.1).
 		a.aa = true
 		a.nodata(z)
+		a.nodataProof(z, nd)
 		return
 	}
 	if cut := nd.cut; cut != nil && !(exact && qtype == dns.TypeDS && nd == cut) {
@@ -138,6 +142,15 @@ func (ix *index) resolve(a *answer, qname string, qtype uint16) {
 		a.aa = a.cnames > 0
 		before := len(a.entries)
 		a.add(z, secAuthority, cut.name, cut.get(dns.TypeNS))
+		if a.do && z.signed {
+			// The DS, or the NSEC that proves there is none: an insecure
+			// delegation (RFC 4035 §3.1.4).
+			if ds := cut.get(dns.TypeDS); ds != nil {
+				a.add(z, secAuthority, cut.name, ds)
+			} else {
+				a.add(z, secAuthority, cut.name, cut.get(dns.TypeNSEC))
+			}
+		}
 		for i := before; i < len(a.entries); i++ {
 			if e := &a.entries[i]; e.sec >= secAddA && dns.IsSubDomain(cut.name, e.owner) {
 				e.glue = true
@@ -155,12 +168,45 @@ func (ix *index) resolve(a *answer, qname string, qtype uint16) {
 		w := z.nodes["*."+nd.name]
 		if w == nil {
 			a.rcode = dns.RcodeNameError
+			if a.do && z.signed && !a.anyClass {
+				// No such name, and no wildcard that could make it
+				// (RFC 4035 §3.1.3.2). NSD puts this proof before the
+				// SOA, a NODATA one after it; so do we.
+				a.denial(z, z.covering(qname))
+				a.denial(z, z.covering("*."+nd.name))
+			}
 			a.nodata(z)
 			return
+		}
+		if a.do && z.signed {
+			// The answer comes from a wildcard: prove qname itself does
+			// not exist (RFC 4035 §3.1.3.3, .4).
+			a.denial(z, z.covering(qname))
 		}
 		nd = w // RFC 4592: synthesize from the wildcard, owner is qname
 	}
 	ix.answerNode(a, z, nd, owner, qtype)
+}
+
+// denial adds an NSEC RRset to the authority section.
+func (a *answer) denial(z *zone, nsec *rrset) {
+	if nsec != nil {
+		a.add(z, secAuthority, nsec.name, nsec)
+	}
+}
+
+// nodataProof adds what proves that nd has no RRset of the type asked: its
+// own NSEC, or for an empty non-terminal the NSEC that covers it (RFC 4035
+// §3.1.3.1).
+func (a *answer) nodataProof(z *zone, nd *node) {
+	if !a.do || !z.signed || a.anyClass {
+		return
+	}
+	if s := nd.get(dns.TypeNSEC); s != nil {
+		a.denial(z, s)
+		return
+	}
+	a.denial(z, z.covering(nd.name))
 }
 
 // dnameAt returns the DNAME RRset at nd or the nearest of its ancestors in
@@ -245,6 +291,7 @@ func (ix *index) answerNode(a *answer, z *zone, nd *node, owner string, qtype ui
 			a.add(z, secAnswer, owner, other)
 		default:
 			a.nodata(z)
+			a.nodataProof(z, nd)
 		}
 		return
 	}
@@ -258,6 +305,7 @@ func (ix *index) answerNode(a *answer, z *zone, nd *node, owner string, qtype ui
 		return
 	} else {
 		a.nodata(z)
+		a.nodataProof(z, nd)
 		return
 	}
 	// NSD leaves the apex NS out for DNSKEY and DS, whose sets are large.

@@ -51,7 +51,12 @@ type fastEntry struct {
 	// reply over TCP.
 	plainComplete bool
 	plainFromEDNS bool
-	zone          *fastZone // whose data it is, for counting
+	// dnssec is the reply to a query with the DO bit in a signed zone:
+	// as edns, with the signatures and denial; dnssecComplete as
+	// ednsComplete. nil outside signed zones.
+	dnssec         []byte
+	dnssecComplete bool
+	zone           *fastZone // whose data it is, for counting
 }
 
 // fastZone is one zone's part of the fast path: its precomputed replies,
@@ -70,6 +75,10 @@ type fastZone struct {
 	// slow sends every query in the zone to the full path: the catalog
 	// zone, whose answer depends on who asks.
 	slow bool
+	// signed: a signed zone, whose replies to DO queries are the entries'
+	// dnssec ones, and whose negative DO answers come from sec.
+	signed bool
+	sec    *fastDenial
 	// stats counts the zone's replies; the Server sets it before it
 	// publishes the index.
 	stats *zoneStats
@@ -146,7 +155,7 @@ func buildFast(ix *index) *fastIndex {
 func (ix *index) buildFastZone(z *zone) *fastZone {
 	var wire [256]byte
 	buf := make([]byte, 0, 4096) // packed replies are copied out at their size
-	fz := &fastZone{names: map[string]uint8{}}
+	fz := &fastZone{names: map[string]uint8{}, signed: z.signed}
 	table := map[string]*fastEntry{}
 	for _, nd := range z.nodes {
 		var fl uint8
@@ -174,7 +183,7 @@ func (ix *index) buildFastZone(z *zone) *fastZone {
 		for _, t := range types {
 			key := string(append(wire[:n:n], byte(t>>8), byte(t)))
 			if table[key] == nil {
-				e := ix.precompute(nd.name, t, buf)
+				e := ix.precompute(nd.name, t, buf, z.signed)
 				e.zone = fz
 				table[key] = e
 			}
@@ -188,6 +197,9 @@ func (ix *index) buildFastZone(z *zone) *fastZone {
 			label := labels[len(labels)-dns.CountLabel(z.origin)-1]
 			fz.clash = append(fz.clash, append([]byte{byte(len(label))}, label...))
 		}
+	}
+	if z.signed {
+		fz.sec = buildDenial(z)
 	}
 	fz.neg[0] = negTemplate(z, false)
 	fz.neg[1] = negTemplate(z, true)
@@ -205,7 +217,7 @@ func compactEntries(table map[string]*fastEntry) []fastKeyed {
 	nk, nr := 0, 0
 	for k, e := range table {
 		nk += len(k)
-		nr += len(e.edns)
+		nr += len(e.edns) + len(e.dnssec)
 		if !plainInEDNS(e.plain, e.edns) {
 			nr += len(e.plain)
 		}
@@ -226,7 +238,8 @@ func compactEntries(table map[string]*fastEntry) []fastKeyed {
 	for k, e := range table {
 		keys = append(keys, k...)
 		lens = append(lens, len(k))
-		c := fastEntry{edns: keep(e.edns), plainComplete: e.plainComplete, ednsComplete: e.ednsComplete, zone: e.zone}
+		c := fastEntry{edns: keep(e.edns), plainComplete: e.plainComplete, ednsComplete: e.ednsComplete,
+			dnssec: keep(e.dnssec), dnssecComplete: e.dnssecComplete, zone: e.zone}
 		if c.plainFromEDNS = plainInEDNS(e.plain, e.edns); !c.plainFromEDNS {
 			c.plain = keep(e.plain)
 		}
@@ -258,8 +271,8 @@ func plainInEDNS(plain, edns []byte) bool {
 }
 
 // precompute packs the replies to name/qtype through the full path, using
-// buf as scratch space.
-func (ix *index) precompute(name string, qtype uint16, buf []byte) *fastEntry {
+// buf as scratch space, and those to DO queries when signed.
+func (ix *index) precompute(name string, qtype uint16, buf []byte, signed bool) *fastEntry {
 	req := new(dns.Msg)
 	req.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: dns.ClassINET}}
 	e := &fastEntry{}
@@ -269,10 +282,24 @@ func (ix *index) precompute(name string, qtype uint16, buf []byte) *fastEntry {
 	// replyTo patches the DO bit and appends options at fixed offsets from
 	// the end: the OPT, without options, must be the last record. If it
 	// ever is not, such queries take the full path.
-	if n := len(e.edns); n < 12+11 || !bytes.Equal(e.edns[n-11:n-6], []byte{0, 0, byte(dns.TypeOPT), udpSize >> 8, udpSize & 0xFF}) || e.edns[n-2]|e.edns[n-1] != 0 {
+	if !optLast(e.edns) {
 		e.edns = nil
 	}
+	if signed {
+		req.IsEdns0().SetDo()
+		e.dnssec, e.dnssecComplete = ix.packUDP(req, udpSize, buf)
+		if !optLast(e.dnssec) {
+			e.dnssec = nil
+		}
+	}
 	return e
+}
+
+// optLast says whether the reply b ends with our OPT record without
+// options.
+func optLast(b []byte) bool {
+	n := len(b)
+	return n >= 12+11 && bytes.Equal(b[n-11:n-6], []byte{0, 0, byte(dns.TypeOPT), udpSize >> 8, udpSize & 0xFF}) && b[n-2]|b[n-1] == 0
 }
 
 // packUDP returns the UDP reply to req, whose size limit is limit, and
@@ -375,6 +402,7 @@ func skipName(b []byte, off int, ptrs *[]int) int {
 // scratch is one reader's working memory for the fast path.
 type scratch struct {
 	key    [256 + 2]byte
+	rev    [256 + 2]byte // the query name in canonical sort form (fastDenial)
 	labels [128]int
 	now    time.Time // when the packets being answered arrived; zero: ask the clock
 
@@ -473,13 +501,17 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 			src = e.edns[:len(e.edns)-optLen]
 		}
 		if edns == 1 {
+			complete := e.ednsComplete
 			src = e.edns
+			if do && e.zone.signed {
+				src, complete = e.dnssec, e.dnssecComplete
+			}
 			if src == nil {
 				return nil
 			}
 			// Cut to size without our options, it may be cut elsewhere
 			// with them: the full path knows.
-			if (limit != udpSize || extra > 0) && (!e.ednsComplete || len(src)+extra > limit) {
+			if (limit != udpSize || extra > 0) && (!complete || len(src)+extra > limit) {
 				return nil
 			}
 		}
@@ -542,6 +574,13 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 			rcode = dns.RcodeNameError
 		}
 		sc.zone = fz
+		if do && fz.signed {
+			t := fz.sec.find(sc, k, nl, j)
+			if t == nil {
+				return nil
+			}
+			return t.write(out, pkt, qend, sc.labels[j], rcode, do, limit, &eq, cl)
+		}
 		return fz.neg[edns].write(out, pkt, qend, sc.labels[zi], rcode, do, limit, &eq, cl)
 	}
 	return nil // unreachable while the apex is in names
@@ -606,6 +645,8 @@ func (f *fastIndex) completeTCP(pkt, out []byte, sc *scratch) bool {
 	switch {
 	case e == nil:
 		return true
+	case pkt[11] == 1 && e.zone.signed && pkt[n+1+4+7]&0x80 != 0: // the OPT's DO bit
+		return e.dnssecComplete
 	case pkt[11] == 1:
 		return e.ednsComplete
 	default:

@@ -2,6 +2,7 @@ package dnsserver
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -160,25 +161,38 @@ func optionsFit(s *Server, e *fastEntry, v variant) bool {
 	if v.opts&optNSID != 0 {
 		extra += len(s.edns.Load().nsid)
 	}
-	if extra == 0 {
-		return v.edns >= 1232 || len(e.edns) <= int(v.edns) && e.ednsComplete
+	reply, complete := e.edns, e.ednsComplete
+	if v.do && e.zone.signed {
+		reply, complete = e.dnssec, e.dnssecComplete
 	}
-	return e.ednsComplete && len(e.edns)+extra <= min(max(int(v.edns), 512), 1232)
+	if extra == 0 {
+		return v.edns >= 1232 || len(reply) <= int(v.edns) && complete
+	}
+	return complete && len(reply)+extra <= min(max(int(v.edns), 512), 1232)
 }
 
 // TestFastPathSameBytes proves the fast path byte-identical to the full
 // path: for every precomputed question in every variant, and for random
 // names that exist, do not exist, or lie outside every zone.
 func TestFastPathSameBytes(t *testing.T) {
-	t.Run("without nsid", func(t *testing.T) { testFastPathSameBytes(t, testTOML) })
+	t.Run("without nsid", func(t *testing.T) { testFastPathSameBytes(t, testTOML, false) })
 	t.Run("with nsid", func(t *testing.T) {
-		testFastPathSameBytes(t, strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \"ns1.test signpost\"", 1))
+		testFastPathSameBytes(t, strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \"ns1.test signpost\"", 1), false)
+	})
+	t.Run("signed", func(t *testing.T) {
+		testFastPathSameBytes(t, strings.Replace(testTOML, "[dns]", "[dns]\ndnssec = true", 1), true)
 	})
 }
 
-func testFastPathSameBytes(t *testing.T, text string) {
+// testFastPathSameBytes checks the zones of text; signed gives them keys.
+func testFastPathSameBytes(t *testing.T, text string, signed bool) {
 	s := New(Options{})
-	s.SetModel(testModel(t, text))
+	m := testModel(t, text)
+	if signed {
+		s.SetKeys(testKeys(t, m))
+		t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	}
+	s.SetModel(m)
 	if err := s.AddTXT("_acme-challenge.chat.example.com.", "token-one"); err != nil {
 		t.Fatal(err)
 	}
@@ -296,8 +310,24 @@ func TestFastPathCookieLengths(t *testing.T) {
 
 // TestFastPathNoAlloc pins the fast path at zero allocations per query.
 func TestFastPathNoAlloc(t *testing.T) {
+	t.Run("unsigned", func(t *testing.T) {
+		testFastPathNoAlloc(t, strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \"ns1\"", 1), false)
+	})
+	// Signed zones answer DO queries, positive and negative, from their
+	// own precomputed replies.
+	t.Run("signed", func(t *testing.T) {
+		testFastPathNoAlloc(t, strings.Replace(signedTOML, "[dns]", "[dns]\nnsid = \"ns1\"", 1), true)
+	})
+}
+
+func testFastPathNoAlloc(t *testing.T, text string, signed bool) {
 	s := New(Options{})
-	s.SetModel(testModel(t, strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \"ns1\"", 1)))
+	m := testModel(t, text)
+	if signed {
+		s.SetKeys(testKeys(t, m))
+		t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	}
+	s.SetModel(m)
 	ix := s.ix.Load()
 	out := make([]byte, 0, 4096)
 	var sc scratch
@@ -306,6 +336,13 @@ func TestFastPathNoAlloc(t *testing.T) {
 	for _, o := range []optSet{optCookie, optCookie | optServer, optCookie | optStale | optNSID | optPad} {
 		qs = append(qs, rawQueryFor(t, s, 7, "hs.chat.example.com.", dns.TypeA, variant{edns: 1232, do: true, opts: o}))
 		qs = append(qs, rawQueryFor(t, s, 7, "nope.chat.example.com.", dns.TypeA, variant{edns: 1232, do: true, opts: o}))
+	}
+	if signed {
+		for i, q := range benchMix(t) {
+			if i%2 == 1 { // the EDNS ones, again with DO
+				qs = append(qs, withDO(t, q))
+			}
+		}
 	}
 	for _, q := range qs {
 		if allocs := testing.AllocsPerRun(100, func() {
@@ -326,14 +363,27 @@ func TestFastPathNoAlloc(t *testing.T) {
 	}
 }
 
+// withDO returns a copy of the EDNS query q with the DO bit set.
+func withDO(t testing.TB, q []byte) []byte {
+	t.Helper()
+	var m dns.Msg
+	if err := m.Unpack(q); err != nil {
+		t.Fatal(err)
+	}
+	m.IsEdns0().SetDo()
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // fixedPeer is a sender address behind a pointer, as the Linux reader
 // passes it.
 type fixedPeer netip.AddrPort
 
 func (p *fixedPeer) addrPort() netip.AddrPort { return netip.AddrPort(*p) }
 
-// benchMix is the query mix of the benchmarks: SRV, A, AAAA, NXDOMAIN,
-// NODATA, mixed case, with and without EDNS.
 func benchMix(t testing.TB) [][]byte {
 	var qs [][]byte
 	for i, q := range []struct {
@@ -432,7 +482,7 @@ func BenchmarkBuildIndex(b *testing.B) {
 	m := testModel(b, testTOML)
 	b.ReportAllocs()
 	for b.Loop() {
-		buildIndex(m, nil, nil, nil)
+		buildIndex(m, nil, nil, nil, nil)
 	}
 }
 

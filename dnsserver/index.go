@@ -50,6 +50,10 @@ type zone struct {
 	negSOA *rrset // TTL min(SOA TTL, minimum), for negative answers (RFC 2308 §5)
 	ns     *rrset // apex NS
 	nodes  map[string]*node
+	// signed: the zone carries DNSSEC records (dnssec.go), and chain is
+	// its NSEC chain in canonical order.
+	signed bool
+	chain  []*node
 	// records is the zone as transferred: the SOA with the served serial,
 	// the rest of the configured records in canonical order, then the
 	// dynamic records.
@@ -70,6 +74,7 @@ type rrset struct {
 	name string
 	typ  uint16
 	rrs  []dns.RR
+	sigs []dns.RR // its RRSIGs in a signed zone, sent with it to DO queries
 }
 
 func (n *node) get(t uint16) *rrset {
@@ -93,7 +98,11 @@ func (n *node) get(t uint16) *rrset {
 // challenge costs the rebuild of one zone, not of all of them. A zone whose
 // CNAMEs leave it depends on the others and is rebuilt whenever any zone
 // changes.
-func buildIndex(m *config.Model, dyn map[string][]dns.RR, serials map[string]uint32, prev *index) *index {
+//
+// Zones the model asks to sign are signed by sg with their keys; a zone
+// without keys, or whose signing fails, is served unsigned and sg keeps
+// the error for the server to log.
+func buildIndex(m *config.Model, dyn map[string][]dns.RR, serials map[string]uint32, prev *index, sg *signer) *index {
 	ix := &index{zones: map[string]*zone{}, model: m}
 	// The replay cache outlives every index of a server.
 	seen := newMACCache()
@@ -127,6 +136,7 @@ func buildIndex(m *config.Model, dyn map[string][]dns.RR, serials map[string]uin
 		if z == nil {
 			continue
 		}
+		sg.signIfAsked(z)
 		z.dynKey = key
 		ix.zones[z.origin] = z
 		ix.maxZoneLabels = max(ix.maxZoneLabels, dns.CountLabel(z.origin))
@@ -136,6 +146,7 @@ func buildIndex(m *config.Model, dyn map[string][]dns.RR, serials map[string]uin
 	for _, z := range ix.zones {
 		if !slices.Contains(fresh, z) && changed && z.leaves {
 			nz := buildZone(z.src, dyn, z.serial)
+			sg.signIfAsked(nz)
 			nz.dynKey = z.dynKey
 			ix.zones[z.origin] = nz
 			fresh = append(fresh, nz)

@@ -131,14 +131,16 @@ func compareNSDMasked(t *testing.T, s *testServer, nsd string, qs []*dns.Msg, ma
 	}
 }
 
-// holdsUncompressed says whether m has an SRV or DNAME record. Their target
-// names are never compressed (RFC 2782, RFC 6672 §2.5), and NSD then points
-// no later name into them; miekg/dns does, so the same records come out a
-// few bytes shorter.
+// holdsUncompressed says whether m has an SRV, DNAME, NSEC or RRSIG
+// record. Their target, next or signer names are never compressed (RFC
+// 2782, RFC 6672 §2.5, RFC 4034 §4.1.1, §3.1.7), and NSD then points no
+// later name into them; miekg/dns does, so the same records come out a few
+// bytes shorter.
 func holdsUncompressed(m *dns.Msg) bool {
 	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
 		for _, rr := range sec {
-			if t := rr.Header().Rrtype; t == dns.TypeSRV || t == dns.TypeDNAME {
+			switch rr.Header().Rrtype {
+			case dns.TypeSRV, dns.TypeDNAME, dns.TypeNSEC, dns.TypeRRSIG:
 				return true
 			}
 		}

@@ -128,7 +128,7 @@ func (ix *index) respondTo(req *dns.Msg, tcp bool, buf []byte, cl *sender) []byt
 		}
 		return packQuestion(resp, q.Name, buf)
 	}
-	a := answer{anyClass: q.Qclass == dns.ClassANY}
+	a := answer{anyClass: q.Qclass == dns.ClassANY, do: opt != nil && opt.Do()}
 	ix.resolve(&a, resp.Question[0].Name, q.Qtype)
 	if cl != nil {
 		for _, e := range a.entries {
@@ -165,12 +165,25 @@ func encode(resp *dns.Msg, a *answer, opt *dns.OPT, limit int) {
 	}
 	resp.Compress = true
 	for _, e := range entries {
-		appendEntry(resp, e)
+		appendEntry(resp, e, a.do)
 	}
 	if opt != nil {
 		resp.Extra = append(resp.Extra, opt)
 	}
-	if resp.Len() <= limit {
+	// miekg/dns's Len counts a few bytes too many for RRSIGs; packing
+	// gives the size sent, which the fast path's precomputed replies
+	// have, so that both paths cut in the same place.
+	size := resp.Len
+	if a.do || slices.ContainsFunc(entries, func(e entry) bool { return e.set.typ == dns.TypeRRSIG }) {
+		size = func() int {
+			b, err := resp.Pack()
+			if err != nil {
+				return resp.Len()
+			}
+			return len(b)
+		}
+	}
+	if size() <= limit {
 		return
 	}
 	resp.Answer, resp.Ns, resp.Extra = nil, nil, nil
@@ -180,8 +193,8 @@ func encode(resp *dns.Msg, a *answer, opt *dns.OPT, limit int) {
 	}
 	for _, e := range entries {
 		an, ns, ex := len(resp.Answer), len(resp.Ns), len(resp.Extra)
-		appendEntry(resp, e)
-		if resp.Len()+optLen <= limit {
+		appendEntry(resp, e, a.do)
+		if size()+optLen <= limit {
 			continue
 		}
 		resp.Answer, resp.Ns, resp.Extra = resp.Answer[:an], resp.Ns[:ns], resp.Extra[:ex]
@@ -195,11 +208,18 @@ func encode(resp *dns.Msg, a *answer, opt *dns.OPT, limit int) {
 	}
 }
 
-func appendEntry(resp *dns.Msg, e entry) {
+// appendEntry adds e's records to resp, with their signatures when do is
+// set and the zone is signed: an RRset and its RRSIGs go in together, or
+// not at all.
+func appendEntry(resp *dns.Msg, e entry, do bool) {
 	rrs := e.set.rrs
+	if do && len(e.set.sigs) > 0 {
+		rrs = append(slices.Clip(rrs), e.set.sigs...)
+	}
 	if e.owner != e.set.name {
-		rrs = make([]dns.RR, len(e.set.rrs))
-		for i, rr := range e.set.rrs {
+		src := rrs
+		rrs = make([]dns.RR, len(src))
+		for i, rr := range src {
 			rrs[i] = dns.Copy(rr)
 			rrs[i].Header().Name = e.owner
 		}

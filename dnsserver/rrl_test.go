@@ -340,6 +340,23 @@ func TestRRLFloodNSD(t *testing.T) {
 // limiting, cookies and the like.
 func startNSDWith(t testing.TB, m *config.Model, extra string) string {
 	t.Helper()
+	var zones []nsdZone
+	for _, z := range m.Zones {
+		var buf bytes.Buffer
+		if err := z.WriteMasterFile(&buf); err != nil {
+			t.Fatal(err)
+		}
+		zones = append(zones, nsdZone{z.Origin, buf.String()})
+	}
+	return startNSDZones(t, zones, extra)
+}
+
+// nsdZone is a zone for NSD to load: its origin and master file.
+type nsdZone struct{ origin, text string }
+
+// startNSDZones is startNSDWith for zones given as master files.
+func startNSDZones(t testing.TB, zones []nsdZone, extra string) string {
+	t.Helper()
 	nsd, err := exec.LookPath("nsd")
 	if err != nil {
 		t.Skip("nsd not installed (apt-get install nsd): skipping the comparison with NSD")
@@ -348,16 +365,12 @@ func startNSDWith(t testing.TB, m *config.Model, extra string) string {
 	port := testenv.FreePort(t)
 	var conf strings.Builder
 	conf.WriteString(testenv.NSDServerConf(dir, port, 1, extra))
-	for i, z := range m.Zones {
-		var buf bytes.Buffer
-		if err := z.WriteMasterFile(&buf); err != nil {
-			t.Fatal(err)
-		}
+	for i, z := range zones {
 		file := fmt.Sprintf("zone%d.zone", i)
-		if err := os.WriteFile(filepath.Join(dir, file), buf.Bytes(), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(z.text), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(&conf, "zone:\n  name: %q\n  zonefile: %q\n", z.Origin, file)
+		fmt.Fprintf(&conf, "zone:\n  name: %q\n  zonefile: %q\n", z.origin, file)
 	}
 	confPath := filepath.Join(dir, "nsd.conf")
 	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
@@ -368,7 +381,7 @@ func startNSDWith(t testing.TB, m *config.Model, extra string) string {
 	c := listenFrom(t, "127.6.0.1") // a prefix of its own, not to use up the flood's
 	deadline := time.Now().Add(10 * time.Second)
 	for i := 0; ; i++ {
-		if r := exchangeFrom(t, c, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)), floodQuery(t, uint16(i), m.Zones[0].Origin, dns.TypeSOA, nil), 200*time.Millisecond); r != nil && r.Rcode == dns.RcodeSuccess {
+		if r := exchangeFrom(t, c, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)), floodQuery(t, uint16(i), zones[0].origin, dns.TypeSOA, nil), 200*time.Millisecond); r != nil && r.Rcode == dns.RcodeSuccess {
 			return addr
 		}
 		if time.Now().After(deadline) {

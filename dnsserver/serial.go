@@ -9,6 +9,7 @@ import (
 type zoneState struct {
 	src    *config.Zone
 	dyn    string // dynKey of the dynamic records served
+	gen    int    // the signer's generation of the zone (dnssec.go)
 	serial uint32
 }
 
@@ -42,10 +43,11 @@ func (s *Server) rebuild() {
 	var changed []string
 	for _, mz := range zones {
 		key := dynKey(mz.Origin, dyn)
+		gen := s.signer.generation(mz.Origin)
 		serial := mz.SOA.Serial
 		st, seen := s.zstate[mz.Origin]
 		if seen {
-			if key == st.dyn && sameZone(mz, st.src) {
+			if key == st.dyn && gen == st.gen && sameZone(mz, st.src) {
 				serial = st.serial
 			} else if !serialAfter(serial, st.serial) {
 				serial = st.serial + 1
@@ -55,12 +57,19 @@ func (s *Server) rebuild() {
 			changed = append(changed, mz.Origin)
 		}
 		serials[mz.Origin] = serial
-		s.zstate[mz.Origin] = zoneState{src: mz, dyn: key, serial: serial}
+		s.zstate[mz.Origin] = zoneState{src: mz, dyn: key, gen: gen, serial: serial}
 	}
 	if len(changed) > 0 && s.opts.OnSerials != nil {
 		s.opts.OnSerials(s.serialsLocked())
 	}
-	ix := buildIndex(s.model, dyn, serials, s.ix.Load())
+	ix := buildIndex(s.model, dyn, serials, s.ix.Load(), s.signer)
+	s.signer.mu.Lock()
+	errs := s.signer.errs
+	s.signer.errs = nil
+	s.signer.mu.Unlock()
+	for _, err := range errs {
+		s.logger.Error("dnssec", "err", err)
+	}
 	for _, z := range ix.zones {
 		if z.fast != nil && z.fast.stats == nil { // a zone built afresh: not yet served
 			z.fast.stats = s.stats.zone(z.origin)

@@ -109,6 +109,8 @@ type Options struct {
 	// map and pass it as config.Options.Floor after a restart, and no
 	// secondary ever sees a serial go backwards.
 	OnSerials func(serials map[string]uint32)
+	// Now is the clock signatures are dated by; time.Now if nil.
+	Now func() time.Time
 }
 
 // Server answers DNS queries from the current model. Its methods are safe
@@ -123,7 +125,11 @@ type Server struct {
 	txt     map[string][]string  // ACME DNS-01 values by owner name
 	upd     map[string]*updSet   // records written by UPDATE, by owner name
 	zstate  map[string]zoneState // by origin: every zone served since New
-	notify  *notifier
+	signer  *signer
+	// resignStop ends the loop that refreshes signatures, which closes
+	// resignDone; nil until SetKeys first has keys.
+	resignStop, resignDone chan struct{}
+	notify                 *notifier
 
 	// EDNS options and rate limiting (cookie.go, rrl.go): the current
 	// model's settings, and state that outlives reloads.
@@ -179,9 +185,10 @@ func New(o Options) *Server {
 	}
 	s := &Server{opts: o, logger: o.Logger, txt: map[string][]string{}, upd: map[string]*updSet{}, zstate: map[string]zoneState{}}
 	s.tcp.done = make(chan struct{})
+	s.signer = newSigner(o.Now)
 	s.notify = newNotifier(o, o.Logger)
 	s.notify.stats = &s.stats
-	s.ix.Store(buildIndex(nil, nil, nil, nil))
+	s.ix.Store(buildIndex(nil, nil, nil, nil, nil))
 	_, _ = rand.Read(s.randomSecret[:]) // never fails (crypto/rand)
 	s.edns.Store(newEDNSConf(&config.DNS{}, s.randomSecret))
 	s.rrl = newRRL()
@@ -201,6 +208,58 @@ func (s *Server) SetModel(m *config.Model) {
 	s.rrl.configure(m.DNS.RRL)
 	s.keepAllowedUpdates()
 	s.rebuild()
+}
+
+// SetKeys gives the server the DNSSEC keys of the zones it signs, by
+// origin (lower case, fully qualified), replacing those given before; they
+// are used from the next SetModel on, so a reload that brings new keys
+// builds the zones once. A zone whose configuration asks for DNSSEC is
+// served unsigned until it has keys. Zones whose keys changed are signed
+// again, with a new serial and a NOTIFY to their secondaries.
+//
+// From the first call with keys, the server looks every hour for
+// signatures that have less than 7 days to run, and signs those zones
+// again, until Shutdown.
+func (s *Server) SetKeys(keys map[string][]ZoneKey) {
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	s.signer.setKeys(keys)
+	if len(keys) > 0 && s.resignStop == nil {
+		s.resignStop = make(chan struct{})
+		s.resignDone = make(chan struct{})
+		go s.resignLoop(s.resignStop, s.resignDone)
+	}
+}
+
+func (s *Server) resignLoop(stop, done chan struct{}) {
+	defer close(done)
+	t := time.NewTicker(resignPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			s.resign()
+		}
+	}
+}
+
+// resign signs again every signed zone with signatures due for refresh,
+// which serves it with a new serial and NOTIFYs its secondaries.
+func (s *Server) resign() {
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	due := false
+	for _, z := range s.ix.Load().zones {
+		if z.signed && s.signer.due(z) {
+			s.signer.bump(z.origin)
+			due = true
+		}
+	}
+	if due {
+		s.rebuild()
+	}
 }
 
 // AddTXT publishes a TXT record with value at name, next to any values
@@ -499,6 +558,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	conns, listens := s.conns, s.listens
 	s.mu.Unlock()
 	var errs []error
+	s.buildMu.Lock()
+	resignStop, resignDone := s.resignStop, s.resignDone
+	s.buildMu.Unlock()
+	if resignStop != nil {
+		close(resignStop)
+		<-resignDone
+	}
 	s.notify.stop()
 	for _, pc := range conns {
 		_ = pc.Close()

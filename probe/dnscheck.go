@@ -12,7 +12,8 @@ import (
 
 // dnsSanity checks the zone of the server name from its nameservers' side:
 // every nameserver answers authoritatively with the same SOA serial and NS
-// set, and neither SRV name is answered with SERVFAIL or REFUSED.
+// set, neither SRV name is answered with SERVFAIL or REFUSED, and a signed
+// zone validates (dnssec.go).
 func (p *prober) dnsSanity(ctx context.Context) {
 	r := p.rep
 	if p.sn.IP.IsValid() {
@@ -39,8 +40,12 @@ func (p *prober) dnsSanity(ctx context.Context) {
 
 	zone := p.findZone(ctx, host)
 	if zone == "" {
+		if zone = p.bogusZone(ctx, host); zone != "" {
+			p.dnssecCheck(ctx, zone, host)
+		}
 		return
 	}
+	p.dnssecCheck(ctx, zone, host)
 	nsA := p.ask(ctx, SectionDNS, zone, dns.TypeNS)
 	var nsNames []string
 	if !nsA.failed() {

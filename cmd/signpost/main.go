@@ -69,6 +69,8 @@ const usage = `usage:
                                      discover NAME as a remote homeserver and a client would
   signpost status   [-config FILE] [-addr HOST:PORT] [-json]
                                      ask the running signpost how it is doing (metrics.listen)
+  signpost dnssec roll -zone ORIGIN [-finish] [-config FILE]
+                                     start (or finish) a DNSSEC key roll
   signpost version
 
 The config file is -config, else $SIGNPOST_CONFIG, else signpost.toml.
@@ -91,6 +93,8 @@ func (e env) run(ctx context.Context, args []string) int {
 		return e.zone(args)
 	case "probe":
 		return e.probe(ctx, args)
+	case "dnssec":
+		return e.dnssec(ctx, args)
 	case "status":
 		return e.status(ctx, args)
 	case "version":

@@ -25,18 +25,7 @@ const dbTimeout = 5 * time.Second
 
 // readSerials returns the saved serials; none saved means none.
 func readSerials(storage string) (map[string]uint32, error) {
-	var data []byte
-	var err error
-	where := filepath.Join(storage, serialsFile)
-	if pgstore.IsURL(storage) {
-		where = pgstore.Redact(storage) + " key signpost/" + serialsFile
-		err = withDB(storage, func(ctx context.Context, db *pgstore.Storage) (err error) {
-			data, err = db.Load(ctx, "signpost/"+serialsFile)
-			return err
-		})
-	} else {
-		data, err = os.ReadFile(where)
-	}
+	data, where, err := readState(storage, serialsFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -57,16 +46,40 @@ func writeSerials(storage string, serials map[string]uint32) error {
 	if err != nil {
 		return err
 	}
+	return writeState(storage, serialsFile, data)
+}
+
+// readState reads the state file name (a slash-separated path) from
+// storage, a directory or a database URL, where it is the key
+// "signpost/"+name. It also returns where that is, for messages.
+func readState(storage, name string) (data []byte, where string, err error) {
+	if pgstore.IsURL(storage) {
+		where = pgstore.Redact(storage) + " key signpost/" + name
+		err = withDB(storage, func(ctx context.Context, db *pgstore.Storage) (err error) {
+			data, err = db.Load(ctx, "signpost/"+name)
+			return err
+		})
+		return data, where, err
+	}
+	where = filepath.Join(storage, filepath.FromSlash(name))
+	data, err = os.ReadFile(where)
+	return data, where, err
+}
+
+// writeState replaces the state file name in storage atomically, readable
+// by signpost's user only (mode 0600, directories 0700).
+func writeState(storage, name string, data []byte) error {
 	if pgstore.IsURL(storage) {
 		return withDB(storage, func(ctx context.Context, db *pgstore.Storage) error {
-			return db.Store(ctx, "signpost/"+serialsFile, data)
+			return db.Store(ctx, "signpost/"+name, data)
 		})
 	}
-	dir := storage
+	path := filepath.Join(storage, filepath.FromSlash(name))
+	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, serialsFile+".*")
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".*") // mode 0600
 	if err != nil {
 		return err
 	}
@@ -82,7 +95,7 @@ func writeSerials(storage string, serials map[string]uint32) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(f.Name(), filepath.Join(dir, serialsFile))
+	return os.Rename(f.Name(), path)
 }
 
 // withDB runs f on the database at url, connected for this call only:

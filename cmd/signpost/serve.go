@@ -192,6 +192,14 @@ func (e env) serve(ctx context.Context, args []string) int {
 		dnsSrv.Shutdown(sctx) // a no-op after the orderly shutdown below
 	})
 	if dnsOn {
+		keys, err := loadKeys(model, e.now())
+		if err != nil {
+			// Unsigned answers from a zone whose parent has its DS
+			// would fail validation everywhere: better not to start.
+			log.Error("dnssec", "err", err)
+			return exitFail
+		}
+		dnsSrv.SetKeys(keys)
 		dnsSrv.SetModel(model) // from here on it may NOTIFY secondaries
 		txtStore, dnsAddr = dnsSrv, b.DNS[0]
 		// DNS answers while HTTPS is being set up: with a provider's
@@ -288,6 +296,14 @@ loop:
 			} else {
 				current.Store(next)
 				if dnsOn {
+					// Failing keys keep the ones in use: zones that
+					// newly ask for DNSSEC are served unsigned until a
+					// reload finds them.
+					if keys, err := loadKeys(next, e.now()); err != nil {
+						log.Error("dnssec keys not loaded; keeping the keys in use", "err", err)
+					} else {
+						dnsSrv.SetKeys(keys)
+					}
 					dnsSrv.SetModel(next)
 				}
 				httpSrv.SetModel(next)

@@ -53,6 +53,9 @@ func (e env) zone(args []string) int {
 			return exitFail
 		}
 	}
+	// Signed zones are served with their DNSSEC records, made from keys
+	// this does not print; the DS for the parent is what the user needs.
+	writeDS(e.stdout, m, "; ")
 	return exitOK
 }
 
@@ -100,6 +103,10 @@ func printModel(w io.Writer, m *config.Model, extra ...string) {
 	for _, z := range m.Zones {
 		fmt.Fprintf(w, "\nzone %s (serial %d)\n", z.Origin, z.SOA.Serial)
 		z.WriteMasterFile(w)
+	}
+	if len(signedZones(m)) > 0 {
+		fmt.Fprintln(w)
+		writeDS(w, m, "")
 	}
 	if m.Catalog != nil {
 		fmt.Fprintf(w, "\ncatalog zone %s (serial %d; for secondaries by AXFR only)\n", m.Catalog.Origin, m.Catalog.SOA.Serial)

@@ -10,6 +10,10 @@
 #   tcp     EDNS over TCP, pipelined on a few long connections
 #   mix     three dnsperf at once: UDP with DO and cookie, UDP with DO, and
 #           TCP at a tenth of the rate
+#   signed  DO bit set, with the zones signed: signpost with dns.dnssec on
+#           against Knot signing its copy itself (automatic signing, its
+#           default policy); NSD, which does not sign, sits this one out.
+#           Not in the default rows: ROWS=signed.
 #
 # For each it prints every round, the medians, the server CPU per query, the
 # lost queries and the ratios signpost/NSD, signpost/Knot and signpost/best.
@@ -22,7 +26,7 @@
 #   FLOOD=0 ...                                     skip the flood
 #
 # dnsperf runs as `dnsperf -T 2 -c 4 -q 100` (override with DNSPERF_ARGS).
-# Needs the Debian packages dnsperf, nsd and knot, and Go. CI does not run it:
+# Needs the Debian packages dnsperf, nsd, knot and knot-dnsutils (kdig), and Go. CI does not run it:
 # the figures depend on the machine. It exits 1 if signpost lost a query.
 set -euo pipefail
 
@@ -33,8 +37,8 @@ secs=${2:-10}
 rows=${ROWS:-plain do cookie tcp mix}
 read -r -a perfargs <<<"${DNSPERF_ARGS:--T 2 -c 4 -q 100}"
 
-for p in dnsperf nsd knotd; do
-	command -v "$p" >/dev/null || { echo "run.sh: $p not found; apt-get install dnsperf nsd knot" >&2; exit 1; }
+for p in dnsperf nsd knotd kdig; do
+	command -v "$p" >/dev/null || { echo "run.sh: $p not found; apt-get install dnsperf nsd knot knot-dnsutils" >&2; exit 1; }
 done
 
 tmp=$(mktemp -d)
@@ -79,6 +83,22 @@ cputicks() {
 hz=$(getconf CLK_TCK)
 
 declare -A port pid
+# start_signpost DIR LIMITED DNS runs signpost on bench.toml with this
+# run's ports, self-signed (no CA), its state in DIR; LIMITED as for
+# start_servers; DNS is added to [dns].
+start_signpost() {
+	local dir=$1 limited=$2 more=$3
+	{
+		sed -e "s|^listen = \\[\"127.0.0.1:5300\"\\]|listen = [\"127.0.0.1:${port[signpost]}\"]$more|" "$here/bench.toml"
+		[ "$limited" = 1 ] || printf '\n[dns.rrl]\nrate = 0\n'
+		printf '\n[http]\nlisten = "127.0.0.1:%s"\nplain_listen = "127.0.0.1:%s"\n' "$(freeport)" "$(freeport)"
+		printf '\n[acme]\nmode = "self-signed"\nstorage = "%s"\n' "$dir/state"
+	} >"$dir/signpost.toml"
+	"$tmp/signpost" serve -config "$dir/signpost.toml" 2>"$dir/signpost.log" &
+	pid[signpost]=$!
+	pids+=($!)
+}
+
 # start_servers LIMITED starts signpost, NSD and Knot; LIMITED=1 leaves each
 # on its default response rate limiting (Knot, which has none by default,
 # gets its documented example, rate-limit 200 slip 2), LIMITED=0 turns it off
@@ -90,16 +110,7 @@ start_servers() {
 	port[nsd]=$(freeport)
 	port[knot]=$(freeport)
 
-	# signpost: bench.toml on this run's ports, self-signed (no CA).
-	{
-		sed -e "s|^listen = \\[\"127.0.0.1:5300\"\\]|listen = [\"127.0.0.1:${port[signpost]}\"]|" "$here/bench.toml"
-		[ "$limited" = 1 ] || printf '\n[dns.rrl]\nrate = 0\n'
-		printf '\n[http]\nlisten = "127.0.0.1:%s"\nplain_listen = "127.0.0.1:%s"\n' "$(freeport)" "$(freeport)"
-		printf '\n[acme]\nmode = "self-signed"\nstorage = "%s"\n' "$dir/state"
-	} >"$dir/signpost.toml"
-	"$tmp/signpost" serve -config "$dir/signpost.toml" 2>"$dir/signpost.log" &
-	pid[signpost]=$!
-	pids+=($!)
+	start_signpost "$dir" "$limited" ""
 
 	{
 		cat <<-EOF
@@ -160,8 +171,46 @@ start_servers() {
 
 stop_servers() {
 	local s
-	for s in signpost nsd knot; do kill "${pid[$s]}" 2>/dev/null || true; done
-	for s in signpost nsd knot; do wait "${pid[$s]}" 2>/dev/null || true; done
+	for s in signpost nsd knot; do [ -n "${pid[$s]:-}" ] && kill "${pid[$s]}" 2>/dev/null || true; done
+	for s in signpost nsd knot; do [ -n "${pid[$s]:-}" ] && wait "${pid[$s]}" 2>/dev/null || true; done
+	pid=()
+}
+
+# start_signed starts signpost with every zone signed and Knot signing its
+# own copy of the zone files, both without rate limiting, and waits until
+# each serves a signed SOA.
+start_signed() {
+	local dir="$tmp/signed"
+	mkdir -p "$dir/knot" "$dir/state" "$dir/zones"
+	port[signpost]=$(freeport)
+	port[knot]=$(freeport)
+	start_signpost "$dir" 0 '\ndnssec = true'
+
+	cp "$tmp"/*zone "$dir/zones/"
+	{
+		printf 'server:\n  listen: 127.0.0.1@%s\n  rundir: "%s/knot"\n' "${port[knot]}" "$dir"
+		printf '  udp-workers: %s\n  tcp-workers: %s\n' "$(nproc)" "$(nproc)"
+		printf 'database:\n  storage: "%s/knot"\n' "$dir"
+		printf 'log:\n  - target: stderr\n    any: warning\n'
+		printf 'zone:\n'
+		for o in $origins; do
+			printf '  - domain: "%s"\n    file: "%s/zones/%szone"\n    dnssec-signing: on\n    zonefile-sync: -1\n' "$o" "$dir" "$o"
+		done
+	} >"$dir/knot.conf"
+	knotd -c "$dir/knot.conf" 2>"$dir/knot.log" &
+	pid[knot]=$!
+	pids+=($!)
+
+	local s i
+	for s in signpost knot; do
+		for i in $(seq 50); do
+			if kdig @127.0.0.1 -p "${port[$s]}" +dnssec +norec +time=1 chat.example.com SOA 2>/dev/null | grep -q 'RRSIG'; then
+				break
+			fi
+			[ "$i" = 50 ] && { echo "run.sh: $s does not serve a signed SOA on port ${port[$s]}" >&2; cat "$dir/$s.log" >&2; exit 1; }
+			sleep 0.2
+		done
+	done
 }
 
 cookie=10:0102030405060708
@@ -179,7 +228,7 @@ row() {
 	t0=$(cputicks "${pid[$s]}")
 	case $r in
 	plain) out=$(perf "$s" -e) ;;
-	do) out=$(perf "$s" -D) ;;
+	do | signed) out=$(perf "$s" -D) ;;
 	cookie) out=$(perf "$s" -D -E "$cookie") ;;
 	tcp) out=$(perf "$s" -e -m tcp) ;;
 	mix)
@@ -204,11 +253,16 @@ range() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk 'NR==1 {lo=$1} {hi=$1} EN
 
 servers=(signpost nsd knot)
 splost=0
+signed=0
+unsigned_rows=
+for r in $rows; do
+	if [ "$r" = signed ]; then signed=1; else unsigned_rows+="$r "; fi
+done
 start_servers 0
 echo "signpost $("$tmp/signpost" version), $(nsd -v 2>&1 | head -1), $(knotd --version); $(nproc) cores"
 echo "dnsperf ${perfargs[*]} -l $secs -d dnsserver/bench/queries.txt; $rounds rounds per row, servers interleaved"
 summary=()
-for r in $rows; do
+for r in $unsigned_rows; do
 	echo
 	echo "== $r"
 	declare -A qps=() lost=() cpu=()
@@ -237,6 +291,35 @@ for r in $rows; do
 	splost=$((splost + ${lost[signpost]}))
 done
 stop_servers
+
+if [ "$signed" = 1 ]; then
+	echo
+	echo "== signed"
+	start_signed
+	declare -A qps=() lost=() cpu=()
+	for i in $(seq "$rounds"); do
+		order=(signpost knot)
+		[ $((i % 2)) = 0 ] && order=(knot signpost)
+		for s in "${order[@]}"; do
+			read -r q l c <<<"$(row signed "$s")"
+			printf 'round %d  %-8s %9.0f qps  lost %-6s %5.2f us/query\n' "$i" "$s" "$q" "$l" "$c"
+			qps[$s]+="$q "
+			cpu[$s]+="$c "
+			lost[$s]=$((${lost[$s]:-0} + l))
+		done
+	done
+	for s in signpost knot; do
+		printf 'median %-8s %9.0f qps (range %s)  lost %d  %.2f us/query (range %s)\n' "$s" \
+			"$(median "${qps[$s]}")" "$(range "${qps[$s]}")" "${lost[$s]}" "$(median "${cpu[$s]}")" "$(range "${cpu[$s]}")"
+	done
+	line=$(awk -v a="$(median "${qps[signpost]}")" -v k="$(median "${qps[knot]}")" -v l="${lost[signpost]}" \
+		-v cs="$(median "${cpu[signpost]}")" -v ck="$(median "${cpu[knot]}")" \
+		'BEGIN {printf "signed  signpost %7.0f  knot %7.0f qps (both signing, DO set)   /knot %.2f   us/query signpost %.2f knot %.2f   signpost lost %d", a, k, a/k, cs, ck, l}')
+	echo "ratio $line"
+	summary+=("$line")
+	splost=$((splost + ${lost[signpost]}))
+	stop_servers
+fi
 
 if [ "${FLOOD:-1}" = 1 ]; then
 	echo
