@@ -36,6 +36,7 @@ import (
 	"github.com/signpost-dev/signpost/config"
 	"github.com/signpost-dev/signpost/dnsserver"
 	"github.com/signpost-dev/signpost/httpserver"
+	"github.com/signpost-dev/signpost/internal/testenv"
 )
 
 // waitLimit bounds every wait for a log line. It is a failure guard, not a
@@ -408,12 +409,16 @@ func newEnv(t testing.TB, po pebbleOptions) *env {
 		}
 	})
 
-	// Bind once to learn free ports; each instance binds them again, as a
-	// restarted process would.
-	plain, tl := listenTCP(t, "127.0.0.1:0"), listenTCP(t, "127.0.0.1:0")
-	e.plainAddr, e.tlsAddr = plain.Addr().String(), tl.Addr().String()
-	plain.Close()
-	tl.Close()
+	// Ports each instance binds again, as a restarted process would, on
+	// 127.0.0.1, .2 or .3 (shared_test.go).
+	hosts := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+	plainPort := testenv.ReusablePort(t, hosts...)
+	tlsPort := testenv.ReusablePort(t, hosts...)
+	for tlsPort == plainPort {
+		tlsPort = testenv.ReusablePort(t, hosts...)
+	}
+	e.plainAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(plainPort))
+	e.tlsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
 	e.pebble = startPebble(t, e.dnsAddr, port(t, e.plainAddr), port(t, e.tlsAddr), po)
 	return e
 }

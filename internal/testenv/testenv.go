@@ -6,9 +6,12 @@ package testenv
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -99,6 +102,46 @@ func FreePort(t testing.TB) int {
 		}
 	}
 	t.Fatal("no free port")
+	return 0
+}
+
+// ReusablePort returns a TCP port free on every one of hosts (127.0.0.1 if
+// none) and outside the kernel's ephemeral range, for a test that binds it,
+// closes it and binds it again later, as a restarted server does. A port
+// from binding :0 is in that range, where any process's outgoing
+// connection or :0 bind may take it in between; below the range only a
+// program that names it can.
+func ReusablePort(t testing.TB, hosts ...string) int {
+	t.Helper()
+	if len(hosts) == 0 {
+		hosts = []string{"127.0.0.1"}
+	}
+	lo := 32768 // Linux's default ip_local_port_range starts here
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if _, err := fmt.Sscan(string(b), &lo); err != nil || lo <= 11000 {
+			lo = 32768
+		}
+	}
+	for range 100 {
+		port := 10000 + rand.IntN(lo-11000)
+		free := true
+		var held []net.Listener
+		for _, h := range hosts {
+			l, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
+			if err != nil {
+				free = false
+				break
+			}
+			held = append(held, l)
+		}
+		for _, l := range held {
+			_ = l.Close()
+		}
+		if free {
+			return port
+		}
+	}
+	t.Fatal("no free port below the ephemeral range")
 	return 0
 }
 
