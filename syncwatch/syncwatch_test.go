@@ -95,7 +95,7 @@ func TestNSD(t *testing.T) {
 			}
 			return a
 		}})),
-		Serials: dns.Serials, Timeout: 500 * time.Millisecond, Now: func() time.Time { return now }})
+		Serials: dns.Serials, Timeout: 5 * time.Second, Now: func() time.Time { return now }})
 	w.SetModel(model("198.51.100.7"))
 	check := func(want map[string]float64, wantLogs string) {
 		t.Helper()
