@@ -56,7 +56,7 @@ trap 'echo "run.sh: line $LINENO: $BASH_COMMAND failed" >&2' ERR
 freeport() {
 	local p
 	while :; do
-		p=$((20000 + RANDOM % 20000))
+		p=$((20000 + RANDOM % 12000)) # below the ephemeral ports (32768-)
 		if ! ss -Hltun "sport = :$p" | grep -q . && ! grep -qx "$p" "$tmp/ports" 2>/dev/null; then
 			echo "$p" >>"$tmp/ports"
 			echo "$p"
