@@ -263,7 +263,8 @@ func TestSharedHolderKilled(t *testing.T) {
 	}
 }
 
-// child is a signpost instance in a process of its own (TestHelperInstance).
+// child is a signpost instance in a process of its own (runInstance,
+// started by TestMain).
 type child struct {
 	t     *testing.T
 	cmd   *exec.Cmd
@@ -279,7 +280,7 @@ func (e *env) spawn(s site, n int) *child {
 	if err := os.WriteFile(cfgFile, []byte(e.toml(s)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperInstance$", "-test.v")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "SIGNPOST_TEST_INSTANCE="+cfgFile,
 		"SIGNPOST_TEST_PLAIN="+host(t, e.plainAddr, n), "SIGNPOST_TEST_TLS="+host(t, e.tlsAddr, n))
 	out, err := cmd.StdoutPipe()
@@ -342,38 +343,43 @@ func lockRow(t *testing.T, url, name string) string {
 	return owner
 }
 
-// TestHelperInstance is the instance TestSharedHolderKilled runs in a
-// process of its own and kills: a Manager and a plain HTTP listener, as
-// signpost serve wires them (plain HTTP and HTTPS), logging to stdout
-// until killed.
-func TestHelperInstance(t *testing.T) {
-	cfgFile := os.Getenv("SIGNPOST_TEST_INSTANCE")
-	if cfgFile == "" {
-		t.Skip("run by TestSharedHolderKilled in a process of its own")
+// TestMain runs this test binary as one signpost instance instead of the
+// tests when spawn starts it so (SIGNPOST_TEST_INSTANCE names its config).
+func TestMain(m *testing.M) {
+	if cfgFile := os.Getenv("SIGNPOST_TEST_INSTANCE"); cfgFile != "" {
+		err := runInstance(cfgFile)
+		fmt.Fprintln(os.Stderr, "instance:", err)
+		os.Exit(1)
 	}
+	os.Exit(m.Run())
+}
+
+// runInstance serves the acme and https parts of the config in cfgFile, on
+// SIGNPOST_TEST_PLAIN and SIGNPOST_TEST_TLS, until the process is killed.
+func runInstance(cfgFile string) error {
 	mod, err := config.Load(cfgFile, config.Options{})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	plain, err := net.Listen("tcp", os.Getenv("SIGNPOST_TEST_PLAIN"))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	tl, err := net.Listen("tcp", os.Getenv("SIGNPOST_TEST_TLS"))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	mgr, err := acme.New(acme.Options{Logger: log, ACME: mod.ACME, PlainAddr: plain.Addr().String(), TLSAddr: tl.Addr().String()})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	hs := httpserver.New(httpserver.Options{Logger: log, TLSConfig: mgr.TLSConfig(), WrapPlain: mgr.HTTPHandler})
 	hs.SetModel(mod)
 	go hs.ServePlain(plain)
 	go hs.ServeTLS(tl)
 	if err := mgr.SetModel(context.Background(), mod); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	select {} // until killed
 }
