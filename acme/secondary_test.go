@@ -11,6 +11,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/signpost-dev/signpost/config"
+	"github.com/signpost-dev/signpost/internal/testenv"
 )
 
 const (
@@ -44,7 +45,7 @@ type miniSecondary struct {
 
 func startMiniSecondary(t testing.TB, primary string, follow bool) *miniSecondary {
 	t.Helper()
-	pc, l := listenDNS(t)
+	pc, l := testenv.ListenDNS(t)
 	ms := &miniSecondary{t: t, addr: pc.LocalAddr().String(), primary: primary, follow: follow}
 	for _, srv := range []*dns.Server{
 		{PacketConn: pc, TsigSecret: map[string]string{xfrKey: xfrSecret}, Handler: ms},

@@ -397,7 +397,7 @@ func newEnv(t testing.TB, po pebbleOptions) *env {
 	e.log = slog.New(e.logs.handler(t, level))
 	e.dns = dnsserver.New(dnsserver.Options{Logger: e.log.With("server", "dns")})
 	e.store = e.dns
-	pc, l := listenDNS(t)
+	pc, l := testenv.ListenDNS(t)
 	e.dnsAddr = l.Addr().String()
 	serve(t, func() error { return e.dns.ServeUDP(pc) })
 	serve(t, func() error { return e.dns.ServeTCP(l) })
@@ -433,25 +433,6 @@ func serve(t testing.TB, f func() error) {
 			t.Errorf("serve: %v", err)
 		}
 	})
-}
-
-// listenDNS binds UDP and TCP on the same loopback port, as signpost's DNS
-// listener does; the UDP port is taken first, so only a TCP clash retries.
-func listenDNS(t testing.TB) (net.PacketConn, net.Listener) {
-	t.Helper()
-	for range 20 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err == nil {
-			return pc, l
-		}
-		pc.Close()
-	}
-	t.Fatal("no loopback port free for both UDP and TCP")
-	return nil, nil
 }
 
 func listenTCP(t testing.TB, addr string) net.Listener {

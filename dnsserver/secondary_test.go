@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
 	"github.com/signpost-dev/signpost/config"
+	"github.com/signpost-dev/signpost/internal/testenv"
 )
 
 // TSIG secrets of the tests: 32 random-looking bytes each, 64 for the
@@ -162,22 +164,7 @@ func startOnePort(t testing.TB, m *config.Model, o Options, before ...func(*Serv
 		f(s)
 	}
 	s.SetModel(m)
-	var pc net.PacketConn
-	var l net.Listener
-	for range 20 {
-		p, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if l, err = net.Listen("tcp", p.LocalAddr().String()); err == nil {
-			pc = p
-			break
-		}
-		p.Close()
-	}
-	if pc == nil {
-		t.Fatal("no port free for both UDP and TCP")
-	}
+	pc, l := testenv.ListenDNS(t)
 	errs := make(chan error, 2)
 	go func() { errs <- s.ServeUDP(pc) }()
 	go func() { errs <- s.ServeTCP(l) }()

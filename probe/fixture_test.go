@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/signpost-dev/signpost/internal/testenv"
 )
 
 // testNow is the probe's clock in every scenario, so certificate and key
@@ -53,23 +55,7 @@ func startDNS(t *testing.T, records []string, rcodes map[string]int) *dnsFixture
 		}
 		f.records = append(f.records, rr)
 	}
-	var pc net.PacketConn
-	var l net.Listener
-	for try := 0; ; try++ {
-		var err error
-		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err = net.Listen("tcp", pc.LocalAddr().String())
-		if err == nil {
-			break
-		}
-		pc.Close()
-		if try > 20 {
-			t.Fatalf("no port free for both UDP and TCP: %v", err)
-		}
-	}
+	pc, l := testenv.ListenDNS(t)
 	f.addr = pc.LocalAddr().String()
 	h := dns.HandlerFunc(f.serve)
 	udp := &dns.Server{PacketConn: pc, Handler: h}

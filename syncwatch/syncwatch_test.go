@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,20 +51,7 @@ func TestNSD(t *testing.T) {
 		return m
 	}
 	dns := dnsserver.New(dnsserver.Options{Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), NotifyTries: 1})
-	var pc net.PacketConn
-	var l net.Listener
-	for try := 0; l == nil; try++ {
-		// The kernel picks a UDP port whose TCP twin may be taken.
-		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		if l, err = net.Listen("tcp", pc.LocalAddr().String()); err != nil {
-			pc.Close()
-			if try == 10 {
-				t.Fatal(err)
-			}
-		}
-	}
+	pc, l := testenv.ListenDNS(t)
 	go dns.ServeUDP(pc)
 	go dns.ServeTCP(l)
 	t.Cleanup(func() { dns.Shutdown(context.Background()) })

@@ -105,6 +105,26 @@ func FreePort(t testing.TB) int {
 	return 0
 }
 
+// ListenDNS listens on one loopback port for both UDP and TCP, as a DNS
+// server does: the kernel picks a free UDP port, whose TCP twin may be
+// taken, so it tries again a few times.
+func ListenDNS(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, l
+		}
+		_ = pc.Close()
+	}
+	t.Fatal("no loopback port free for both UDP and TCP")
+	return nil, nil
+}
+
 // ReusablePort returns a TCP port free on every one of hosts (127.0.0.1 if
 // none) and outside the kernel's ephemeral range, for a test that binds it,
 // closes it and binds it again later, as a restarted server does. A port
