@@ -151,6 +151,15 @@ func checkSame(t *testing.T, s *Server, ix *index, pkt []byte) bool {
 	return true
 }
 
+// tableOf returns the entries of f by key.
+func tableOf(f *fastIndex) map[string]*fastEntry {
+	t := make(map[string]*fastEntry, len(f.table))
+	for _, e := range f.table {
+		t[e.key()] = e
+	}
+	return t
+}
+
 // optionsFit says whether the precomputed EDNS reply e, with the options
 // v asks for, fits v's limit whole: then the fast path must answer it.
 func optionsFit(s *Server, e *fastEntry, v variant) bool {
@@ -161,9 +170,9 @@ func optionsFit(s *Server, e *fastEntry, v variant) bool {
 	if v.opts&optNSID != 0 {
 		extra += len(s.edns.Load().nsid)
 	}
-	reply, complete := e.edns, e.ednsComplete
+	reply, complete := e.edns(), e.has(entryEDNSComplete)
 	if v.do && e.zone.signed {
-		reply, complete = e.dnssec, e.dnssecComplete
+		reply, complete = e.dnssec(), e.has(entryDNSSECComplete)
 	}
 	if extra == 0 {
 		return v.edns >= 1232 || len(reply) <= int(v.edns) && complete
@@ -202,7 +211,7 @@ func testFastPathSameBytes(t *testing.T, text string, signed bool) {
 	ix := s.ix.Load()
 	id := uint16(1)
 	fastCount, total := 0, 0
-	for key := range ix.fast.table {
+	for key := range tableOf(ix.fast) {
 		name, _, err := dns.UnpackDomainName([]byte(key), 0)
 		if err != nil {
 			t.Fatal(err)
@@ -214,7 +223,7 @@ func testFastPathSameBytes(t *testing.T, text string, signed bool) {
 			pkt := rawQueryFor(t, s, id, name, qtype, v)
 			if checkSame(t, s, ix, pkt) {
 				fastCount++
-			} else if v.edns == 0 || optionsFit(s, ix.fast.table[key], v) {
+			} else if v.edns == 0 || optionsFit(s, ix.fast.lookup([]byte(key)), v) {
 				t.Errorf("%s %s %+v took the full path; precomputed answers must not", name, dns.TypeToString[qtype], v)
 			}
 		}
@@ -529,7 +538,7 @@ func TestOptionsSizeLimit(t *testing.T) {
 	s.SetModel(testModel(t, strings.Replace(testTOML, "[dns]", "[dns]\nnsid = \""+strings.Repeat("n", 100)+"\"", 1)))
 	ix := s.ix.Load()
 	full, truncated := 0, 0
-	for key := range ix.fast.table {
+	for key := range tableOf(ix.fast) {
 		name, _, err := dns.UnpackDomainName([]byte(key), 0)
 		if err != nil {
 			t.Fatal(err)
@@ -583,6 +592,48 @@ func BenchmarkFastPathPacket(b *testing.B) {
 		}
 		if i%64 == 63 {
 			sc.tally.flush(&s.stats, transportUDP)
+		}
+	}
+}
+
+// TestFastPathLongNameAndANY: a name too long for a fastEntry key, and
+// ANY anywhere, have no precomputed reply; the fast path must leave them
+// to the full path, not answer NODATA from the zone's names.
+func TestFastPathLongNameAndANY(t *testing.T) {
+	// Labels of 63, 63, 63 and 48 bytes and matrix.test.: a wire name of
+	// 254 bytes, a key of 256.
+	long := strings.Repeat(strings.Repeat("l", 63)+".", 3) + strings.Repeat("l", 48) + "."
+	s := New(Options{})
+	s.SetModel(testModel(t, strings.Replace(testTOML, `origin = "matrix.test"`,
+		"origin = \"matrix.test\"\nrecords = [\""+long+"matrix.test. 300 IN A 192.0.2.99\"]", 1)))
+	ix := s.ix.Load()
+	for _, q := range []struct {
+		name   string
+		qtype  uint16
+		answer int
+	}{
+		{long + "matrix.test.", dns.TypeA, 1},
+		{long + "matrix.test.", dns.TypeANY, 1},
+		{long + "matrix.test.", dns.TypeTXT, 0},
+		{"matrix.test.", dns.TypeANY, 1},
+		{"hs.chat.example.com.", dns.TypeANY, 1},
+		{"www.chat.example.com.", dns.TypeMX, 1}, // the CNAME, then NODATA at hs
+	} {
+		for _, v := range []variant{{}, {edns: 1232}} {
+			pkt := rawQueryFor(t, s, 7, q.name, q.qtype, v)
+			var sc scratch
+			cl := testSender(s)
+			if out := ix.fast.replyTo(pkt, make([]byte, 0, 4096), &sc, &cl); out != nil {
+				t.Errorf("%s %s %+v: the fast path answered", q.name, dns.TypeToString[q.qtype], v)
+			}
+			cl = testSender(s)
+			var m dns.Msg
+			if err := m.Unpack(s.handleRawFrom(ix, pkt, nil, (*fixedPeer)(&netip.AddrPort{}), &cl)); err != nil {
+				t.Fatal(err)
+			}
+			if m.Rcode != dns.RcodeSuccess || !m.Authoritative || len(m.Answer) != q.answer {
+				t.Errorf("%s %s %+v: %v", q.name, dns.TypeToString[q.qtype], v, &m)
+			}
 		}
 	}
 }

@@ -246,7 +246,7 @@ func TestTCPFastPathSameBytes(t *testing.T) {
 	}
 	id := uint16(1)
 	hits, incomplete := 0, 0
-	for key, e := range ix.fast.table {
+	for key, e := range tableOf(ix.fast) {
 		name, _, err := dns.UnpackDomainName([]byte(key), 0)
 		if err != nil {
 			t.Fatal(err)
@@ -255,9 +255,9 @@ func TestTCPFastPathSameBytes(t *testing.T) {
 		for _, v := range variants {
 			id++
 			hit := check(rawQueryFor(t, s, id, name, qtype, v))
-			complete := e.plainComplete
+			complete := e.has(entryPlainComplete)
 			if v.edns != 0 {
-				complete = e.ednsComplete
+				complete = e.has(entryEDNSComplete)
 			}
 			switch {
 			case hit:
