@@ -692,7 +692,11 @@ func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		}
 	}
 	if m.mode == config.ModeSelfSigned {
-		return m.self.Load().get(hello.ServerName)
+		sc, err := m.self.Load().get(hello.ServerName)
+		if err != nil {
+			return nil, err
+		}
+		return sc.cert, nil
 	}
 	return cmpOr(m.webCfg, m.zoneCfg).GetCertificate(hello)
 }

@@ -79,7 +79,7 @@ func (m *Manager) NotAfter() map[string]time.Time {
 			// so that a name is never reported without one when the
 			// handshake would have it (this costs once per name).
 			if c, err := m.self.Load().certs.get(name); err == nil {
-				out[name] = c.Leaf.NotAfter
+				out[name] = c.notAfter
 			}
 			continue
 		}
