@@ -2,6 +2,7 @@ package httpserver
 
 import (
 	"bytes"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -33,4 +34,39 @@ func TestReloadReusesDocuments(t *testing.T) {
 	if got, want := string(st.docs[docSupport].ok.body), `{"contacts":[{"email_address":"admin@`+name+`","matrix_id":"@admin:`+name+`","role":"m.role.admin"}],"support_page":"https://provider.example/help/3"}`; got != want {
 		t.Errorf("support document %s, want %s", got, want)
 	}
+}
+
+// BenchmarkModelMemory reports the live heap SetModel adds for a provider's
+// 10,000 names, per name: the index with its precomputed answers and the
+// request counters, the model itself excluded. Issue 14's bar is the
+// whole process's RSS, and this is httpserver's share of it.
+func BenchmarkModelMemory(b *testing.B) {
+	const n = 10000
+	var text bytes.Buffer
+	if err := manyzones.Write(&text, n, manyzones.Options{}); err != nil {
+		b.Fatal(err)
+	}
+	m := mustParse(b, text.String())
+	var perName float64
+	for b.Loop() {
+		perName = liveBytes(func() any {
+			s := New(Options{})
+			s.SetModel(m)
+			return s
+		}) / n
+	}
+	b.ReportMetric(perName, "B/name")
+}
+
+// liveBytes returns how much the heap holds after build than before it,
+// with what build returned still reachable.
+func liveBytes(build func() any) float64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	v := build()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(v)
+	return float64(after.HeapAlloc) - float64(before.HeapAlloc)
 }
