@@ -31,7 +31,7 @@ func TestReloadReusesDocuments(t *testing.T) {
 	if st.docs[docServer] != old.docs[docServer] || st.docs[docClient] != old.docs[docClient] {
 		t.Error("unchanged server or client document of the changed name was rebuilt")
 	}
-	if got, want := string(st.docs[docSupport].ok.body), `{"contacts":[{"email_address":"admin@`+name+`","matrix_id":"@admin:`+name+`","role":"m.role.admin"}],"support_page":"https://provider.example/help/3"}`; got != want {
+	if got, want := string(st.docs[docSupport].body), `{"contacts":[{"email_address":"admin@`+name+`","matrix_id":"@admin:`+name+`","role":"m.role.admin"}],"support_page":"https://provider.example/help/3"}`; got != want {
 		t.Errorf("support document %s, want %s", got, want)
 	}
 }
