@@ -31,6 +31,9 @@ type index struct {
 	// httpsPort is ":port" for redirects to an HTTPS listener that is not
 	// on 443, else empty.
 	httpsPort string
+	// serverAnswers and clientAnswers are what the server document and the
+	// other two share; nil without a model.
+	serverAnswers, clientAnswers *docAnswers
 }
 
 // site is one host name signpost answers for.
@@ -243,8 +246,9 @@ func newIndex(m *config.Model, prev *index) *index {
 	if m == nil {
 		return ix
 	}
-	serverAge := newDocAnswers(maxAge(m.HTTP.ServerMaxAge, defaultServerMaxAge))
-	clientAge := newDocAnswers(maxAge(m.HTTP.ClientMaxAge, defaultClientMaxAge))
+	serverAge := reuseDocAnswers(prev, maxAge(m.HTTP.ServerMaxAge, defaultServerMaxAge))
+	clientAge := reuseDocAnswers(prev, maxAge(m.HTTP.ClientMaxAge, defaultClientMaxAge))
+	ix.serverAnswers, ix.clientAnswers = serverAge, clientAge
 	for _, d := range m.Delegations {
 		name := normalName(d.ServerName)
 		if _, dup := ix.sites[name]; dup {
@@ -305,6 +309,20 @@ func reuseDocument(old *document, body []byte, answers *docAnswers) *document {
 		return old
 	}
 	return newDocument(body, answers)
+}
+
+// reuseDocAnswers returns prev's answers for Cache-Control cache if it has
+// them, else newDocAnswers(cache): a reload that keeps the max-ages builds
+// none, and the documents it reuses share them with the new ones.
+func reuseDocAnswers(prev *index, cache string) *docAnswers {
+	if prev != nil {
+		for _, a := range []*docAnswers{prev.serverAnswers, prev.clientAnswers} {
+			if a != nil && a.cache == cache {
+				return a
+			}
+		}
+	}
+	return newDocAnswers(cache)
 }
 
 // newDocAnswers builds the answers shared by every document sent with

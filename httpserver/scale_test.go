@@ -10,8 +10,9 @@ import (
 )
 
 // TestReloadReusesDocuments: a model that changed one document of one of
-// many names gets an index that shares every other site, and the other
-// two documents of that name, with the index before it.
+// many names gets an index that shares every other site, the other two
+// documents of that name, and the answers of every document, with the
+// index before it.
 func TestReloadReusesDocuments(t *testing.T) {
 	var b bytes.Buffer
 	if err := manyzones.Write(&b, 20, manyzones.Options{}); err != nil {
@@ -30,6 +31,9 @@ func TestReloadReusesDocuments(t *testing.T) {
 	st, old := after.sites[name], before.sites[name]
 	if st.docs[docServer] != old.docs[docServer] || st.docs[docClient] != old.docs[docClient] {
 		t.Error("unchanged server or client document of the changed name was rebuilt")
+	}
+	if st.docs[docSupport].answers != old.docs[docClient].answers || after.serverAnswers != before.serverAnswers {
+		t.Error("answers of unchanged max-ages were rebuilt")
 	}
 	if got, want := string(st.docs[docSupport].body), `{"contacts":[{"email_address":"admin@`+name+`","matrix_id":"@admin:`+name+`","role":"m.role.admin"}],"support_page":"https://provider.example/help/3"}`; got != want {
 		t.Errorf("support document %s, want %s", got, want)
