@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/signpost-dev/signpost/config"
@@ -41,8 +42,11 @@ type site struct {
 	name string
 	// docs holds the server, client and support documents, in the order of
 	// docServer, docClient and docSupport; nil means 404.
-	docs  [3]*document
-	stats *siteStats // set by SetModel before the index is served
+	docs [3]*document
+	// stats are the name's counters, nil until its first request: most
+	// of a provider's 10,000 names may see none between two restarts, and
+	// 44 counters are over half of what a name costs.
+	stats atomic.Pointer[siteStats]
 }
 
 const (

@@ -41,9 +41,10 @@ func TestReloadReusesDocuments(t *testing.T) {
 }
 
 // BenchmarkModelMemory reports the live heap SetModel adds for a provider's
-// 10,000 names, per name: the index with its precomputed answers and the
-// request counters, the model itself excluded. Issue 14's bar is the
-// whole process's RSS, and this is httpserver's share of it.
+// 10,000 names, per name: the index with its precomputed answers, the model
+// itself excluded. A name's request counters come with its first request.
+// Issue 14's bar is the whole process's RSS, and this is httpserver's share
+// of it.
 func BenchmarkModelMemory(b *testing.B) {
 	const n = 10000
 	var text bytes.Buffer
