@@ -20,10 +20,10 @@ type request struct {
 	inm    []string // If-None-Match values
 }
 
-// answer decides the response to q from ix. It returns redirect (and a nil
-// response) when the plain listener should send the client to https on
+// answer decides the response to q from ix. It returns a reply with a nil
+// response when the plain listener should send the client to https on
 // site st; every other answer is precomputed.
-func (ix *index) answer(q *request) (resp *response, st *site) {
+func (ix *index) answer(q *request) (resp reply, st *site) {
 	wk := 0
 	if strings.HasPrefix(q.path, wellKnownPrefix) {
 		wk = 1
@@ -55,9 +55,9 @@ func (ix *index) answer(q *request) (resp *response, st *site) {
 		return notFound[0], st // "*" or worse: nothing to redirect to
 	}
 	if !q.tls {
-		return nil, st
+		return reply{}, st
 	}
-	if q.path == "/" && ix.root != nil {
+	if q.path == "/" && ix.root.response != nil {
 		if q.method != http.MethodGet && q.method != http.MethodHead {
 			return rootMethodNotAllowed, st
 		}
@@ -67,7 +67,7 @@ func (ix *index) answer(q *request) (resp *response, st *site) {
 }
 
 // document answers a request under /.well-known/matrix/ on a known site.
-func (st *site) document(q *request) *response {
+func (st *site) document(q *request) reply {
 	if q.method == http.MethodOptions {
 		return preflight
 	}
@@ -86,10 +86,10 @@ func (st *site) document(q *request) *response {
 	if q.method != http.MethodGet && q.method != http.MethodHead {
 		return wellKnownMethodNotAllowed
 	}
-	if q.inm != nil && etagMatch(q.inm, d.etag) {
-		return &d.notModified
+	if q.inm != nil && etagMatch(q.inm, d.tag[0]) {
+		return reply{&d.answers.notModified, d}
 	}
-	return &d.ok
+	return reply{&d.answers.ok, d}
 }
 
 // tlsHandler answers what net/http serves on the HTTPS listener: HTTP/2,
@@ -114,7 +114,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, secure bool) 
 		q.sni = r.TLS.ServerName
 	}
 	resp, st := ix.answer(&q)
-	if resp == nil {
+	if resp.response == nil {
 		// Everything but the documents lives on https. 301 rather than
 		// 308: older Synapse does not follow 308.
 		s.stats.count(st, q.path, http.StatusMovedPermanently)
@@ -165,15 +165,15 @@ func (b bodyless) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b.s.stats.count(st, r.URL.Path, resp.status)
 	if b.s.log.Enabled(r.Context(), slog.LevelDebug) {
-		logRequest(b.s.log, r.RemoteAddr, r.Proto, r.Method, r.Host, r.URL.Path, resp.status, len(resp.body), now)
+		logRequest(b.s.log, r.RemoteAddr, r.Proto, r.Method, r.Host, r.URL.Path, resp.status, len(resp.content()), now)
 	}
 	if r.ProtoMajor == 1 {
 		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
-			out := append([]byte(nil), resp.h1...)
+			out := resp.appendH1(nil)
 			out = append(out, "Date: "...)
 			out = b.s.date.append(out, now)
 			out = append(out, "\r\nConnection: close\r\n\r\n"...)
-			out = append(out, resp.body...)
+			out = append(out, resp.content()...)
 			c.SetDeadline(now.Add(bodyLinger))
 			if _, err := c.Write(out); err == nil {
 				if cw, ok := c.(interface{ CloseWrite() error }); ok {
@@ -190,17 +190,16 @@ func (b bodyless) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	resp.write(w, false)
 }
 
-// write sends the prepared response through net/http, without its body
-// for HEAD.
-func (resp *response) write(w http.ResponseWriter, head bool) {
+// write sends the reply through net/http, without its body for HEAD.
+func (resp reply) write(w http.ResponseWriter, head bool) {
 	h := w.Header()
 	for i := range resp.header {
 		f := &resp.header[i]
-		h[f.key] = f.value
+		h[f.key] = resp.value(f)
 	}
 	w.WriteHeader(resp.status)
-	if resp.body != nil && !head {
-		w.Write(resp.body) // an error means the client left; nothing to do
+	if body := resp.content(); body != nil && !head {
+		w.Write(body) // an error means the client left; nothing to do
 	}
 }
 

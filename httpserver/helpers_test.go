@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -344,6 +345,47 @@ func notModifiedHeaders(body string, maxAge int) http.Header {
 		"Cache-Control", "max-age="+itoa(maxAge),
 		"Etag", etagOf(body),
 	))
+}
+
+// corsWire is how the CORS fields of a response look on HTTP/1.1.
+const corsWire = "Access-Control-Allow-Headers: X-Requested-With, Content-Type, Authorization\r\n" +
+	"Access-Control-Allow-Methods: GET, HEAD, POST, PUT, DELETE, OPTIONS\r\n" +
+	"Access-Control-Allow-Origin: *\r\n"
+
+// docWire is the HTTP/1.1 status line and header fields, with Date masked
+// as rawExchange masks it, of a 200 for body (or a 304, if notModified),
+// up to the fields that depend on the request.
+func docWire(body string, maxAge int, notModified bool) string {
+	if notModified {
+		return "HTTP/1.1 304 Not Modified\r\n" + corsWire +
+			"Cache-Control: max-age=" + itoa(maxAge) + "\r\n" +
+			"Etag: " + etagOf(body) + "\r\n" +
+			"Date: *\r\n"
+	}
+	return "HTTP/1.1 200 OK\r\n" + corsWire +
+		"Cache-Control: max-age=" + itoa(maxAge) + "\r\n" +
+		"Content-Length: " + itoa(len(body)) + "\r\n" +
+		"Content-Type: application/json\r\n" +
+		"Etag: " + etagOf(body) + "\r\n" +
+		"Date: *\r\n"
+}
+
+var dateLine = regexp.MustCompile(`\r\nDate: [^\r]*\r\n`)
+
+// rawExchange sends req, which must end in a request that closes the
+// connection, on a new HTTP/1.1 connection to ts's TLS listener with
+// server name sni, and returns everything that comes back, Date values
+// masked as "*".
+func rawExchange(t *testing.T, ts *testServer, sni, req string) string {
+	t.Helper()
+	conn, err := tls.Dial("tcp", ts.tlsAddr, &tls.Config{ServerName: sni, RootCAs: ts.pki.pool, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, req)
+	raw, _ := io.ReadAll(conn) // a reset after a 400 may follow the answer
+	return dateLine.ReplaceAllString(string(raw), "\r\nDate: *\r\n")
 }
 
 func jsonHeaders(body string) http.Header {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/signpost-dev/signpost/config"
@@ -22,15 +23,18 @@ const (
 )
 
 // index is everything a request needs from one model, with every response
-// header already built, so that answering is a map lookup and a copy of a
-// few slice headers. It is never modified after newIndex returns.
+// header already built, so that answering is a map lookup and a few
+// appends of prepared bytes. It is never modified after newIndex returns.
 type index struct {
 	sites map[string]*site // by lower-case server name
-	// root answers "/" on a known host; nil means 404.
-	root *response
+	// root answers "/" on a known host; a nil response means 404.
+	root reply
 	// httpsPort is ":port" for redirects to an HTTPS listener that is not
 	// on 443, else empty.
 	httpsPort string
+	// serverAnswers and clientAnswers are what the server document and the
+	// other two share; nil without a model.
+	serverAnswers, clientAnswers *docAnswers
 }
 
 // site is one host name signpost answers for.
@@ -38,8 +42,11 @@ type site struct {
 	name string
 	// docs holds the server, client and support documents, in the order of
 	// docServer, docClient and docSupport; nil means 404.
-	docs  [3]*document
-	stats *siteStats // set by SetModel before the index is served
+	docs [3]*document
+	// stats are the name's counters, nil until its first request: most
+	// of a provider's 10,000 names may see none between two restarts, and
+	// 44 counters are over half of what a name costs.
+	stats atomic.Pointer[siteStats]
 }
 
 const (
@@ -48,31 +55,111 @@ const (
 	docSupport
 )
 
-// document is one discovery document with its two possible answers.
+// document is one discovery document. It holds only what differs from
+// one document to the next; the rest of its answers is shared by every
+// document with the same Cache-Control. A provider has 30,000 of these,
+// and whole precomputed answers for each took over 1 KB a document.
 type document struct {
-	etag        string // quoted, as sent
-	cache       string // the Cache-Control value
-	ok          response
-	notModified response
+	body []byte
+	// tag and length are the ETag (quoted) and Content-Length values, as
+	// arrays so that the net/http path sends them as header values without
+	// allocating: a slice of either has cap 1, so an append copies.
+	tag, length [1]string
+	answers     *docAnswers
 }
 
-// response is a complete precomputed answer.
+// docAnswers are the 200 and 304 of every document with one Cache-Control
+// value, each missing the document's own values.
+type docAnswers struct {
+	cache           string // the Cache-Control value
+	ok, notModified response
+}
+
+// response is a complete precomputed answer, or the part of one that every
+// document with the same Cache-Control shares.
 type response struct {
 	status int
 	header []field
-	body   []byte
+	body   []byte // nil when docBody
+	// docBody means the body is the document's.
+	docBody bool
 	// h1 is the HTTP/1.1 status line and header fields as the fast path
 	// writes them, Date and Connection excepted: the bytes net/http would
-	// write, fields sorted by name.
-	h1 []byte
+	// write, fields sorted by name. It is cut where a document's own values
+	// go.
+	h1 []segment
+}
+
+// segment is a piece of a response's HTTP/1.1 header: text, then the
+// document's value of a field if then is not ownValue.
+type segment struct {
+	text []byte
+	then docValue
+}
+
+// docValue says where a header field's value comes from.
+type docValue uint8
+
+const (
+	ownValue  docValue = iota // the field's own
+	docTag                    // the document's ETag
+	docLength                 // the document's Content-Length
+)
+
+// reply is an answer: a response, and the document that fills in its
+// document values, nil for an answer that has none.
+type reply struct {
+	*response
+	doc *document
+}
+
+// content returns the body to send, HEAD aside.
+func (r reply) content() []byte {
+	if r.docBody {
+		return r.doc.body
+	}
+	return r.body
+}
+
+// value returns the value of header field f.
+func (r reply) value(f *field) []string {
+	switch f.from {
+	case docTag:
+		return r.doc.tag[:]
+	case docLength:
+		return r.doc.length[:]
+	}
+	return f.value
+}
+
+// appendH1 appends r's status line and header fields, as h1 says, to out.
+func (r reply) appendH1(out []byte) []byte {
+	for i := range r.h1 {
+		s := &r.h1[i]
+		out = append(out, s.text...)
+		switch s.then {
+		case docTag:
+			out = append(out, r.doc.tag[0]...)
+		case docLength:
+			out = append(out, r.doc.length[0]...)
+		}
+	}
+	return out
 }
 
 // finish fills in r.h1 from r.status and r.header.
 func (r *response) finish() *response {
 	fields := slices.Clone(r.header)
 	slices.SortStableFunc(fields, func(a, b field) int { return strings.Compare(a.key, b.key) })
-	b := fmt.Appendf(make([]byte, 0, 512), "HTTP/1.1 %03d %s\r\n", r.status, http.StatusText(r.status))
+	b := fmt.Appendf(nil, "HTTP/1.1 %03d %s\r\n", r.status, http.StatusText(r.status))
 	for _, f := range fields {
+		if f.from != ownValue {
+			b = append(b, f.key...)
+			b = append(b, ": "...)
+			r.h1 = append(r.h1, segment{text: b, then: f.from})
+			b = []byte("\r\n")
+			continue
+		}
 		for _, v := range f.value {
 			// As net/http writes values: a newline in root_redirect must
 			// not start a header of its own.
@@ -83,9 +170,7 @@ func (r *response) finish() *response {
 			b = append(b, "\r\n"...)
 		}
 	}
-	// A copy of its size: a provider's 10,000 names have 60,000 of these,
-	// and append leaves up to half of each array unused.
-	r.h1 = bytes.Clone(b)
+	r.h1 = append(r.h1, segment{text: b})
 	return r
 }
 
@@ -95,10 +180,11 @@ func (r *response) finish() *response {
 type field struct {
 	key   string // canonical form
 	value []string
+	from  docValue // if not ownValue, the value is the document's
 }
 
 func newField(key, value string) field {
-	return field{http.CanonicalHeaderKey(key), []string{value}[:1:1]}
+	return field{key: http.CanonicalHeaderKey(key), value: []string{value}[:1:1]}
 }
 
 // CORS on every response under /.well-known/matrix/, errors included:
@@ -113,7 +199,7 @@ var corsFields = []field{
 
 const wellKnownPrefix = "/.well-known/matrix/"
 
-func newResponse(status int, body string, cors bool, extra ...field) *response {
+func newResponse(status int, body string, cors bool, extra ...field) reply {
 	r := &response{status: status}
 	if cors {
 		r.header = append(r.header, corsFields...)
@@ -125,13 +211,13 @@ func newResponse(status int, body string, cors bool, extra ...field) *response {
 			newField("Content-Type", "application/json"),
 			newField("Content-Length", strconv.Itoa(len(body))))
 	}
-	return r.finish()
+	return reply{response: r.finish()}
 }
 
 // Answers that do not depend on the model, in two flavours: with CORS for
 // paths under /.well-known/matrix/ ([1]) and without ([0]).
 var (
-	notFound = [2]*response{
+	notFound = [2]reply{
 		newResponse(http.StatusNotFound, `{"errcode":"M_NOT_FOUND","error":"Not found"}`, false),
 		newResponse(http.StatusNotFound, `{"errcode":"M_NOT_FOUND","error":"Not found"}`, true),
 	}
@@ -139,7 +225,7 @@ var (
 	// connection was opened for (RFC 9110 section 15.5.20): a browser that
 	// coalesced connections retries on a new one, and nobody gets the
 	// documents of a name the certificate was not checked for.
-	misdirected = [2]*response{
+	misdirected = [2]reply{
 		newResponse(http.StatusMisdirectedRequest, `{"errcode":"M_UNKNOWN","error":"Misdirected request: the Host header does not match the TLS server name"}`, false),
 		newResponse(http.StatusMisdirectedRequest, `{"errcode":"M_UNKNOWN","error":"Misdirected request: the Host header does not match the TLS server name"}`, true),
 	}
@@ -164,8 +250,9 @@ func newIndex(m *config.Model, prev *index) *index {
 	if m == nil {
 		return ix
 	}
-	serverAge := newField("Cache-Control", maxAge(m.HTTP.ServerMaxAge, defaultServerMaxAge))
-	clientAge := newField("Cache-Control", maxAge(m.HTTP.ClientMaxAge, defaultClientMaxAge))
+	serverAge := reuseDocAnswers(prev, maxAge(m.HTTP.ServerMaxAge, defaultServerMaxAge))
+	clientAge := reuseDocAnswers(prev, maxAge(m.HTTP.ClientMaxAge, defaultClientMaxAge))
+	ix.serverAnswers, ix.clientAnswers = serverAge, clientAge
 	for _, d := range m.Delegations {
 		name := normalName(d.ServerName)
 		if _, dup := ix.sites[name]; dup {
@@ -219,38 +306,61 @@ func maxAge(d, def time.Duration) string {
 	return "max-age=" + strconv.FormatInt(int64(d/time.Second), 10)
 }
 
-// reuseDocument returns old if it answers with body and cache, else
-// newDocument(body, cache).
-func reuseDocument(old *document, body []byte, cache field) *document {
-	if old != nil && body != nil && old.cache == cache.value[0] && bytes.Equal(old.ok.body, body) {
+// reuseDocument returns old if it answers with body and answers' Cache-Control,
+// else newDocument(body, answers).
+func reuseDocument(old *document, body []byte, answers *docAnswers) *document {
+	if old != nil && body != nil && old.answers.cache == answers.cache && bytes.Equal(old.body, body) {
 		return old
 	}
-	return newDocument(body, cache)
+	return newDocument(body, answers)
 }
 
-var jsonType = newField("Content-Type", "application/json")
+// reuseDocAnswers returns prev's answers for Cache-Control cache if it has
+// them, else newDocAnswers(cache): a reload that keeps the max-ages builds
+// none, and the documents it reuses share them with the new ones.
+func reuseDocAnswers(prev *index, cache string) *docAnswers {
+	if prev != nil {
+		for _, a := range []*docAnswers{prev.serverAnswers, prev.clientAnswers} {
+			if a != nil && a.cache == cache {
+				return a
+			}
+		}
+	}
+	return newDocAnswers(cache)
+}
 
-// newDocument precomputes the 200 and 304 answers for body, with the
-// Cache-Control field cache; nil for a document that is not configured.
-func newDocument(body []byte, cache field) *document {
+// newDocAnswers builds the answers shared by every document sent with
+// Cache-Control cache.
+func newDocAnswers(cache string) *docAnswers {
+	a := &docAnswers{cache: cache}
+	tag := field{key: "Etag", from: docTag}
+	a.ok = response{status: http.StatusOK, docBody: true}
+	a.ok.header = append(append(make([]field, 0, len(corsFields)+4), corsFields...),
+		newField("Cache-Control", cache), tag,
+		newField("Content-Type", "application/json"), field{key: "Content-Length", from: docLength})
+	a.ok.finish()
+	// The 304 sends the same fields but the body's: they come first in
+	// the 200's, so it shares them.
+	a.notModified = response{status: http.StatusNotModified, header: a.ok.header[: len(corsFields)+2 : len(corsFields)+2]}
+	a.notModified.finish()
+	return a
+}
+
+// newDocument returns the document for body, sent with answers; nil for a
+// document that is not configured.
+func newDocument(body []byte, answers *docAnswers) *document {
 	if body == nil {
 		return nil
 	}
 	// Strong validator: the bytes are the representation, the same over
 	// HTTP/1.1 and HTTP/2, never compressed.
 	sum := sha256.Sum256(body)
-	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
-	tag := newField("ETag", etag)
-	d := &document{etag: etag, cache: cache.value[0]}
-	d.ok = response{status: http.StatusOK, body: body}
-	d.ok.header = append(append(make([]field, 0, len(corsFields)+4), corsFields...), cache, tag,
-		jsonType, newField("Content-Length", strconv.Itoa(len(body))))
-	d.ok.finish()
-	// The 304 sends the same fields but the body's: they come first in
-	// the 200's, so it shares them.
-	d.notModified = response{status: http.StatusNotModified, header: d.ok.header[: len(corsFields)+2 : len(corsFields)+2]}
-	d.notModified.finish()
-	return d
+	return &document{
+		body:    body,
+		tag:     [1]string{`"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`},
+		length:  [1]string{strconv.Itoa(len(body))},
+		answers: answers,
+	}
 }
 
 // lookup returns the site for a host as splitHost returned it, or nil.

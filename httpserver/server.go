@@ -208,15 +208,7 @@ func tlsConfig(in *tls.Config) *tls.Config {
 // serves nothing. Requests already being answered finish with the old model;
 // connections are kept.
 func (s *Server) SetModel(m *config.Model) {
-	ix := newIndex(m, s.index.Load())
-	for name, st := range ix.sites {
-		// A site reused from the previous index has its counters, and
-		// requests may be reading it: only new ones get theirs here.
-		if st.stats == nil {
-			st.stats = s.stats.site(name)
-		}
-	}
-	s.index.Store(ix)
+	s.index.Store(newIndex(m, s.index.Load()))
 }
 
 // ServePlain accepts connections on l and serves plain HTTP: ACME HTTP-01

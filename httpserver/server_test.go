@@ -270,40 +270,49 @@ func TestNoModel(t *testing.T) {
 		status: 404, want: merge(cors, jsonHeaders(notFoundBody)), body: notFoundBody})
 }
 
-// TestWire compares the bytes of a whole HTTP/1.1 answer, header order and
-// spelling included, with only the Date value masked.
+// TestWire compares the bytes of whole HTTP/1.1 answers, header order and
+// spelling included, with only the Date value masked, from the fast path
+// and from net/http: documents of different lengths and Cache-Control,
+// HEAD, 304, the CORS preflight and a 404.
 func TestWire(t *testing.T) {
-	ts := startServer(t, Options{}, mustParse(t, twoTenants))
-	conn, err := tls.Dial("tcp", ts.tlsAddr, &tls.Config{ServerName: "chat.example.com", RootCAs: ts.pki.pool, NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\nConnection: close\r\n\r\n")
-	raw, err := io.ReadAll(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := string(raw)
-	if i := strings.Index(got, "\r\nDate: "); i >= 0 {
-		if j := strings.Index(got[i+2:], "\r\n"); j >= 0 {
-			got = got[:i] + "\r\nDate: *" + got[i+2+j:]
+	m := mustParse(t, twoTenants)
+	const close = "Connection: close\r\n\r\n"
+	for _, tc := range []struct {
+		name, sni, req, want string
+	}{
+		{"server", "chat.example.com", "GET /.well-known/matrix/server HTTP/1.1\r\nHost: chat.example.com\r\n",
+			"HTTP/1.1 200 OK\r\n" +
+				"Access-Control-Allow-Headers: X-Requested-With, Content-Type, Authorization\r\n" +
+				"Access-Control-Allow-Methods: GET, HEAD, POST, PUT, DELETE, OPTIONS\r\n" +
+				"Access-Control-Allow-Origin: *\r\n" +
+				"Cache-Control: max-age=86400\r\n" +
+				"Content-Length: 38\r\n" +
+				"Content-Type: application/json\r\n" +
+				"Etag: " + etagOf(chatServer) + "\r\n" +
+				"Date: *\r\n" + close + chatServer},
+		{"support", "chat.example.com", "GET /.well-known/matrix/support HTTP/1.1\r\nHost: chat.example.com\r\n",
+			docWire(chatSupport, 3600, false) + close + chatSupport},
+		{"other client", "other.example.org", "GET /.well-known/matrix/client HTTP/1.1\r\nHost: other.example.org\r\n",
+			docWire(otherClient, 3600, false) + close + otherClient},
+		{"other server", "other.example.org", "GET /.well-known/matrix/server HTTP/1.1\r\nHost: other.example.org\r\n",
+			docWire(otherServer, 86400, false) + close + otherServer},
+		{"HEAD", "chat.example.com", "HEAD /.well-known/matrix/client HTTP/1.1\r\nHost: chat.example.com\r\n",
+			docWire(chatClient, 3600, false) + close},
+		{"304", "chat.example.com", "GET /.well-known/matrix/client HTTP/1.1\r\nHost: chat.example.com\r\nIf-None-Match: " + etagOf(chatClient) + "\r\n",
+			docWire(chatClient, 3600, true) + close},
+		{"304 HEAD", "other.example.org", "HEAD /.well-known/matrix/server HTTP/1.1\r\nHost: other.example.org\r\nIf-None-Match: " + etagOf(otherServer) + "\r\n",
+			docWire(otherServer, 86400, true) + close},
+		{"preflight", "chat.example.com", "OPTIONS /.well-known/matrix/client HTTP/1.1\r\nHost: chat.example.com\r\n",
+			"HTTP/1.1 204 No Content\r\n" + corsWire + "Allow: GET, HEAD, OPTIONS\r\nDate: *\r\n" + close},
+		{"404", "other.example.org", "GET /.well-known/matrix/support HTTP/1.1\r\nHost: other.example.org\r\n",
+			"HTTP/1.1 404 Not Found\r\n" + corsWire + "Content-Length: 45\r\nContent-Type: application/json\r\nDate: *\r\n" + close + notFoundBody},
+	} {
+		for _, fast := range []bool{true, false} {
+			ts := startServer(t, Options{noFast: !fast}, m)
+			if got := rawExchange(t, ts, tc.sni, tc.req+close); got != tc.want {
+				t.Errorf("%s (fast path %v):\ngot  %q\nwant %q", tc.name, fast, got, tc.want)
+			}
 		}
-	}
-	want := "HTTP/1.1 200 OK\r\n" +
-		"Access-Control-Allow-Headers: X-Requested-With, Content-Type, Authorization\r\n" +
-		"Access-Control-Allow-Methods: GET, HEAD, POST, PUT, DELETE, OPTIONS\r\n" +
-		"Access-Control-Allow-Origin: *\r\n" +
-		"Cache-Control: max-age=86400\r\n" +
-		"Content-Length: 38\r\n" +
-		"Content-Type: application/json\r\n" +
-		"Etag: " + etagOf(chatServer) + "\r\n" +
-		"Date: *\r\n" +
-		"Connection: close\r\n" +
-		"\r\n" +
-		chatServer
-	if got != want {
-		t.Errorf("got\n%q\nwant\n%q", got, want)
 	}
 }
 

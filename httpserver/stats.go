@@ -58,8 +58,15 @@ func (st *httpStats) site(name string) *siteStats {
 // none).
 func (st *httpStats) count(site *site, path string, status int) {
 	ss := &st.none
-	if site != nil && site.stats != nil {
-		ss = site.stats
+	if site != nil {
+		if ss = site.stats.Load(); ss == nil {
+			// The first request for the name since the site was built.
+			// Requests racing here get the same counters from st.sites,
+			// which also gives a site rebuilt by a reload the counts of
+			// the one before it.
+			ss = st.site(site.name)
+			site.stats.Store(ss)
+		}
 	}
 	doc := docOther
 	if rest, ok := strings.CutPrefix(path, wellKnownPrefix); ok {
@@ -125,10 +132,18 @@ func (c *httpCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	emit("none", &s.stats.none)
 	ix := s.index.Load()
-	for _, name := range slices.Sorted(maps.Keys(ix.sites)) {
-		if st := ix.sites[name]; st.stats != nil {
-			emit(name, st.stats)
+	// Counters of the names the model serves: st.sites also keeps those of
+	// names a reload removed, and a site may not have found its own yet.
+	s.stats.mu.Lock()
+	counted := make(map[string]*siteStats, len(s.stats.sites))
+	for name, ss := range s.stats.sites {
+		if ix.sites[name] != nil {
+			counted[name] = ss
 		}
+	}
+	s.stats.mu.Unlock()
+	for _, name := range slices.Sorted(maps.Keys(counted)) {
+		emit(name, counted[name])
 	}
 	ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.CounterValue, float64(s.stats.handshakes.Load()))
 	ch <- prometheus.MustNewConstMetric(descHandshakeErrors, prometheus.CounterValue, float64(s.stats.handshakeFailures.Load()))

@@ -81,3 +81,41 @@ func TestStats(t *testing.T) {
 		}
 	}
 }
+
+// TestStatsReload: a name's counts survive a reload that rebuilds its
+// site, a name without requests has no series, and a name the model no
+// longer serves shows none either.
+func TestStatsReload(t *testing.T) {
+	ts := startServer(t, Options{}, mustParse(t, twoTenants))
+	c := ts.client(t, ts.tlsAddr, false)
+	get := func(url string, status int) {
+		t.Helper()
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != status {
+			t.Fatalf("GET %s: status %d, want %d", url, resp.StatusCode, status)
+		}
+	}
+	requests := func() []string {
+		return promtest.Pick(promtest.Values(t, ts.Metrics()), "signpost_http_requests_total")
+	}
+	get(chatURL+"/.well-known/matrix/server", 200)
+	before := ts.index.Load().sites["chat.example.com"]
+	ts.SetModel(mustParse(t, strings.Replace(twoTenants, "hs.chat.example.com:443", "hs.chat.example.com:8448", 1)))
+	if ts.index.Load().sites["chat.example.com"] == before {
+		t.Fatal("the reload did not rebuild the site; the test needs a change that does")
+	}
+	get(chatURL+"/.well-known/matrix/server", 200)
+	want := []string{`signpost_http_requests_total{document="server",server_name="chat.example.com",status="200"} 2`}
+	if got := requests(); !slices.Equal(got, want) {
+		t.Errorf("after a reload:\ngot  %q\nwant %q", got, want)
+	}
+	ts.SetModel(mustParse(t, strings.Replace(twoTenants, `server_name = "chat.example.com"`, `server_name = "chat2.example.com"`, 1)))
+	if got := requests(); len(got) != 0 {
+		t.Errorf("after the name was removed: %q, want none", got)
+	}
+}

@@ -248,7 +248,7 @@ func (s *Server) serveFast(tc *trackedConn, c *tls.Conn, sni string) {
 		tc.setProgress(http.StateActive, now)
 
 		var q fastRequest
-		var resp *response
+		var resp reply
 		var ok bool
 		if out, resp, ok = s.fastAnswer(out[:0], &q, string(buf[:end]), sni, now); !ok {
 			s.handOver(tc, c, buf)
@@ -256,7 +256,7 @@ func (s *Server) serveFast(tc *trackedConn, c *tls.Conn, sni string) {
 		}
 		body := 0
 		if q.method != http.MethodHead {
-			body = len(resp.body)
+			body = len(resp.content())
 		}
 		if want := now.Add(writeTimeout); want.Sub(writeDeadline) > writeTimeout/8 {
 			writeDeadline = want
@@ -285,9 +285,9 @@ func (s *Server) serveFast(tc *trackedConn, c *tls.Conn, sni string) {
 // fastAnswer parses a request head into q and appends the whole answer to
 // out. It returns false, having appended nothing, if the request is not one
 // for the fast path.
-func (s *Server) fastAnswer(out []byte, q *fastRequest, head, sni string, now time.Time) ([]byte, *response, bool) {
+func (s *Server) fastAnswer(out []byte, q *fastRequest, head, sni string, now time.Time) ([]byte, reply, bool) {
 	if !parseHead(head, q) {
-		return out, nil, false
+		return out, reply{}, false
 	}
 	req := request{method: q.method, host: q.host, sni: sni, tls: true, path: q.path}
 	if q.ninm > 0 {
@@ -295,7 +295,7 @@ func (s *Server) fastAnswer(out []byte, q *fastRequest, head, sni string, now ti
 	}
 	resp, st := s.index.Load().answer(&req)
 	s.stats.count(st, req.path, resp.status)
-	out = append(out, resp.h1...)
+	out = resp.appendH1(out)
 	out = append(out, "Date: "...)
 	out = s.date.append(out, now)
 	if q.close {
@@ -304,7 +304,7 @@ func (s *Server) fastAnswer(out []byte, q *fastRequest, head, sni string, now ti
 		out = append(out, "\r\n\r\n"...)
 	}
 	if q.method != http.MethodHead {
-		out = append(out, resp.body...)
+		out = append(out, resp.content()...)
 	}
 	return out, resp, true
 }
