@@ -168,7 +168,7 @@ func TestIncrementalRebuild(t *testing.T) {
 			t.Fatal(err)
 		}
 		inc := s.ix.Load()
-		full := buildIndex(m, s.dynamic(), s.Serials(), nil, s.signer)
+		full := buildIndex(m, s.dynamic(), s.Serials(), nil, s.signer, nil)
 		if len(inc.fast.table) != len(full.fast.table) {
 			t.Fatalf("step %d: %d precomputed replies, fresh build has %d", i, len(inc.fast.table), len(full.fast.table))
 		}

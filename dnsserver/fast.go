@@ -61,8 +61,8 @@ type fastEntry struct {
 	// plain is the reply without EDNS (512-byte limit); none when it is
 	// edns without its OPT record (entryPlainFromEDNS), as it nearly
 	// always is.
-	data string
-	zone *fastZone // whose data it is, for counting
+	data  string
+	stats *zoneStats // the zone's counters
 }
 
 const entryHeader = 8
@@ -124,8 +124,7 @@ type fastZone struct {
 	// dnssec ones, and whose negative DO answers come from sec.
 	signed bool
 	sec    *fastDenial
-	// stats counts the zone's replies; the Server sets it before it
-	// publishes the index.
+	// stats counts the zone's replies.
 	stats *zoneStats
 }
 
@@ -217,7 +216,10 @@ func (f *fastIndex) lookup(key []byte) (fastEntry, bool) {
 func (ix *index) buildFastZone(z *zone) *fastZone {
 	var wire [256]byte
 	buf := make([]byte, 0, 4096) // packed replies are copied out at their size
-	fz := &fastZone{names: map[string]uint8{}, signed: z.signed}
+	fz := &fastZone{names: map[string]uint8{}, signed: z.signed, stats: new(zoneStats)}
+	if ix.stats != nil {
+		fz.stats = ix.stats.zone(z.origin)
+	}
 	table := map[string]*precomputed{}
 	for _, nd := range z.nodes {
 		var fl uint8
@@ -329,7 +331,7 @@ func (z *fastZone) compact(table map[string]*precomputed) {
 		if i+1 < len(starts) {
 			end = starts[i+1]
 		}
-		z.entries[i] = fastEntry{data: all[start:end], zone: z}
+		z.entries[i] = fastEntry{data: all[start:end], stats: z.stats}
 	}
 }
 
@@ -486,8 +488,8 @@ type scratch struct {
 	now    time.Time // when the packets being answered arrived; zero: ask the clock
 
 	// What the last reply of the fast path answered, for counting: the
-	// zone (nil: none) and the query type.
-	zone  *fastZone
+	// zone's counters (nil: none) and the query type.
+	zone  *zoneStats
 	qtype uint16
 	tally tally
 }
@@ -596,7 +598,7 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 				return nil
 			}
 		}
-		sc.zone = e.zone
+		sc.zone = e.stats
 		out = append(out[:0], src...)
 		copy(out, pkt[:2])
 		out[2] |= pkt[2] & 0x01
@@ -654,7 +656,7 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 			}
 			rcode = dns.RcodeNameError
 		}
-		sc.zone = fz
+		sc.zone = fz.stats
 		if do && fz.signed {
 			t := fz.sec.find(sc, k, nl, j)
 			if t == nil {

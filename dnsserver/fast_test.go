@@ -171,7 +171,7 @@ func optionsFit(s *Server, e fastEntry, v variant) bool {
 		extra += len(s.edns.Load().nsid)
 	}
 	reply, complete := e.edns(), e.has(entryEDNSComplete)
-	if v.do && e.zone.signed {
+	if v.do && e.has(entrySigned) {
 		reply, complete = e.dnssec(), e.has(entryDNSSECComplete)
 	}
 	if extra == 0 {
@@ -491,7 +491,7 @@ func BenchmarkBuildIndex(b *testing.B) {
 	m := testModel(b, testTOML)
 	b.ReportAllocs()
 	for b.Loop() {
-		buildIndex(m, nil, nil, nil, nil)
+		buildIndex(m, nil, nil, nil, nil, nil)
 	}
 }
 

@@ -26,6 +26,9 @@ type index struct {
 	// lookup can skip labels that cannot start an origin.
 	maxZoneLabels int
 	fast          *fastIndex
+	// stats has the counters of each zone the fast path precomputes
+	// replies for; nil: counters of their own (tests).
+	stats *dnsStats
 
 	model *config.Model // what the zones came from; nil before SetModel
 	keys  keyring       // the model's TSIG keys and the server's replay cache
@@ -102,8 +105,8 @@ func (n *node) get(t uint16) *rrset {
 // Zones the model asks to sign are signed by sg with their keys; a zone
 // without keys, or whose signing fails, is served unsigned and sg keeps
 // the error for the server to log.
-func buildIndex(m *config.Model, dyn map[string][]dns.RR, serials map[string]uint32, prev *index, sg *signer) *index {
-	ix := &index{zones: map[string]*zone{}, model: m}
+func buildIndex(m *config.Model, dyn map[string][]dns.RR, serials map[string]uint32, prev *index, sg *signer, st *dnsStats) *index {
+	ix := &index{zones: map[string]*zone{}, model: m, stats: st}
 	// The replay cache outlives every index of a server.
 	seen := newMACCache()
 	if prev != nil && prev.keys.seen != nil {

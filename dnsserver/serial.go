@@ -62,18 +62,13 @@ func (s *Server) rebuild() {
 	if len(changed) > 0 && s.opts.OnSerials != nil {
 		s.opts.OnSerials(s.serialsLocked())
 	}
-	ix := buildIndex(s.model, dyn, serials, s.ix.Load(), s.signer)
+	ix := buildIndex(s.model, dyn, serials, s.ix.Load(), s.signer, &s.stats)
 	s.signer.mu.Lock()
 	errs := s.signer.errs
 	s.signer.errs = nil
 	s.signer.mu.Unlock()
 	for _, err := range errs {
 		s.logger.Error("dnssec", "err", err)
-	}
-	for _, z := range ix.zones {
-		if z.fast != nil && z.fast.stats == nil { // a zone built afresh: not yet served
-			z.fast.stats = s.stats.zone(z.origin)
-		}
 	}
 	s.ix.Store(ix)
 	for _, origin := range changed {

@@ -188,7 +188,7 @@ func New(o Options) *Server {
 	s.signer = newSigner(o.Now)
 	s.notify = newNotifier(o, o.Logger)
 	s.notify.stats = &s.stats
-	s.ix.Store(buildIndex(nil, nil, nil, nil, nil))
+	s.ix.Store(buildIndex(nil, nil, nil, nil, nil, &s.stats))
 	_, _ = rand.Read(s.randomSecret[:]) // never fails (crypto/rand)
 	s.edns.Store(newEDNSConf(&config.DNS{}, s.randomSecret))
 	s.rrl = newRRL()

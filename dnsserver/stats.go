@@ -243,11 +243,11 @@ func (ix *index) statsZone(st *dnsStats, pkt []byte) (*zoneStats, uint16) {
 }
 
 // edgeZone returns the counters of the zone the fast path answered from.
-func (st *dnsStats) edgeZone(fz *fastZone) *zoneStats {
-	if fz == nil || fz.stats == nil {
+func (st *dnsStats) edgeZone(z *zoneStats) *zoneStats {
+	if z == nil {
 		return &st.none
 	}
-	return fz.stats
+	return z
 }
 
 // Metrics returns the collector of the server's counters, for a
