@@ -23,6 +23,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -684,7 +685,10 @@ func (m *Manager) TLSConfig() *tls.Config {
 }
 
 func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if hello.ServerName == "" {
+	// An address is no server name (RFC 6066 §3 forbids sending one; wrk,
+	// among others, does): such a client gets what one that sends none
+	// gets, not a failed handshake.
+	if _, err := netip.ParseAddr(hello.ServerName); hello.ServerName == "" || err == nil {
 		if name := m.defaultName(); name != "" {
 			h := *hello
 			h.ServerName = name

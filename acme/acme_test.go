@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/netip"
 	"os"
 	"path"
 	"slices"
@@ -450,6 +451,8 @@ func TestSelfSigned(t *testing.T) {
 		{"chat.example.test", "chat.example.test"},
 		{"TEAM.example.test.", "team.example.test"},
 		{"", "chat.example.test"},
+		{"127.0.0.1", "chat.example.test"},
+		{"2001:db8::1", "chat.example.test"},
 		{"x.chat.example.test", "*.chat.example.test"},
 	}
 	for _, tt := range tests {
@@ -473,7 +476,13 @@ func TestSelfSigned(t *testing.T) {
 		}
 		pool := x509.NewCertPool()
 		pool.AddCert(leaf)
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: strings.TrimSuffix(strings.ToLower(tt.sni), ".")}); tt.sni != "" && err != nil {
+		// A client that sent no name, or an address, checks the name it
+		// means: the default one.
+		name := strings.TrimSuffix(strings.ToLower(tt.sni), ".")
+		if _, err := netip.ParseAddr(tt.sni); tt.sni == "" || err == nil {
+			name = tt.want
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: name}); err != nil {
 			t.Errorf("SNI %q: a client pinning the certificate rejects it: %v", tt.sni, err)
 		}
 	}
