@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Serve the same three /.well-known/matrix/ documents from signpost's
-# httpserver (bench/wkserve), nginx and Caddy, with the same ECDSA P-256
-# certificate, on loopback, and print medians and ratios of:
+# Serve the same three /.well-known/matrix/ documents from `signpost serve`
+# (self-signed mode: its own ECDSA P-256 certificate), nginx and Caddy (one
+# ECDSA P-256 certificate from openssl), on loopback, and print medians and
+# ratios of:
 #   keep-alive requests/s   wrk, HTTP/1.1 over TLS, 2 threads, 64 connections
 #   HTTP/2 requests/s       h2load, 2 threads, 64 connections, 10 streams each
 #   full handshakes/s       bench/hsload: a new connection each time, TLS 1.3,
@@ -18,7 +19,7 @@
 #   BENCH_SECONDS=10   length of each measurement
 #   BENCH_ROUNDS=3     rounds; servers take turns within a round
 #   BENCH_ONLY="wrk h2load hs"   which measurements to run (also: hsgo)
-#   WKSERVE_ENV="GOGC=200 GOMAXPROCS=2"   environment for signpost only
+#   SIGNPOST_ENV="GOGC=200 GOMAXPROCS=2"  environment for signpost only
 #   HSLOAD_ARGS="-c 8"                    extra hsload flags (e.g. -get /.well-known/matrix/server)
 # Needs (Debian): nginx caddy wrk nghttp2-client openssl curl python3, and go.
 set -euo pipefail
@@ -44,9 +45,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r P_SIGNPOST P_NGINX P_CADDY < <(python3 -c '
+read -r P_SIGNPOST P_NGINX P_CADDY P_DNS P_PLAIN < <(python3 -c '
 import socket
-ss=[socket.socket() for _ in range(3)]
+ss=[socket.socket() for _ in range(5)]
 for s in ss: s.bind(("127.0.0.1",0))
 print(*[s.getsockname()[1] for s in ss])')
 port() { case $1 in signpost) echo "$P_SIGNPOST";; nginx) echo "$P_NGINX";; caddy) echo "$P_CADDY";; esac; }
@@ -63,7 +64,7 @@ cputicks() {
 }
 
 echo "building..." >&2
-(cd "$ROOT" && go build -o "$W/wkserve" ./httpserver/bench/wkserve && go build -o "$W/hsload" ./httpserver/bench/hsload)
+(cd "$ROOT" && go build -o "$W/signpost" ./cmd/signpost && go build -o "$W/hsload" ./httpserver/bench/hsload)
 
 # The IP address is for Caddy: wrk sends the URL's host, 127.0.0.1, as SNI,
 # and Caddy picks certificates by SNI.
@@ -71,9 +72,19 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 	-keyout "$W/key.pem" -out "$W/cert.pem" -subj "/CN=$NAME" -addext "subjectAltName=DNS:$NAME,IP:127.0.0.1" 2>/dev/null
 chmod 644 "$W/key.pem"
 
+# The name is outside every zone, so acme.names asks for its certificate.
 cat >"$W/signpost.toml" <<EOF
+[dns]
+listen = ["127.0.0.1:$P_DNS"]
+
 [http]
 listen = "127.0.0.1:$P_SIGNPOST"
+plain_listen = "127.0.0.1:$P_PLAIN"
+
+[acme]
+mode = "self-signed"
+names = ["$NAME"]
+storage = "$W/state"
 
 [[delegation]]
 server_name = "$NAME"
@@ -95,8 +106,7 @@ waitup() { # server port
 	exit 1
 }
 
-env ${WKSERVE_ENV:-} "$W/wkserve" -config "$W/signpost.toml" -cert "$W/cert.pem" -key "$W/key.pem" \
-	-listen "127.0.0.1:$P_SIGNPOST" >"$W/signpost.log" 2>&1 &
+env ${SIGNPOST_ENV:-} "$W/signpost" serve -config "$W/signpost.toml" >"$W/signpost.log" 2>&1 &
 PIDS+=($!)
 PID[signpost]=$!
 waitup signpost "$P_SIGNPOST"
@@ -254,7 +264,7 @@ for r in $(seq "$R"); do
 	done
 done
 
-echo "signpost: bench/wkserve, $(go version | cut -d' ' -f3), environment: ${WKSERVE_ENV:-(none)}; $(nginx -v 2>&1 | cut -d' ' -f3); caddy $(caddy version | cut -d' ' -f1); $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "signpost serve, $(go version | cut -d' ' -f3), environment: ${SIGNPOST_ENV:-(none)}; $(nginx -v 2>&1 | cut -d' ' -f3); caddy $(caddy version | cut -d' ' -f1); $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$RES" "$R" "$D" <<'EOF'
 import sys, statistics
 res, cpu = {}, {}
