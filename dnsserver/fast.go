@@ -32,18 +32,22 @@ type fastIndex struct {
 	// wire-format name followed by the big-endian qtype (open addressing,
 	// linear probing, at most half full), of count entries. A slot holds
 	// the entry's data (an empty slot none), the top half of the key's
-	// hash (seed) and the entry's zone in stats. With 10,000 zones every
-	// pointer a lookup follows misses the processor's caches: a Go map
-	// missed two or three times before the entry's data, a slot once.
-	// Zones do not nest (config), so no two zones have a key in common.
+	// hash (seed) and the entry's zone in zones and stats. With 10,000
+	// zones every pointer a lookup follows misses the processor's caches:
+	// a Go map missed two or three times before the entry's data, a slot
+	// once. Zones do not nest (config), so no two zones have a key in
+	// common.
+	//
+	// Every name that exists in a zone has an entry for qtype 0 (which no
+	// query gets from the fast path), without replies, its flags in place
+	// of the entry's: what NXDOMAIN and NODATA need.
 	slots []fastSlot
 	count int
 	seed  maphash.Seed
 	stats []*zoneStats // each zone's counters, by fastSlot.zone
+	zones []*fastZone  // each zone, by fastSlot.zone
 
-	zones         map[string]*fastZone // by lower-case wire-format origin
-	maxZoneLabels int
-	refused       [2]template // no EDNS, EDNS: REFUSED for names outside every zone
+	refused [2]template // no EDNS, EDNS: REFUSED for names outside every zone
 }
 
 type fastSlot struct {
@@ -87,6 +91,9 @@ const (
 	entrySigned // the zone is signed: a DO query gets dnssec
 )
 
+// typeName is the qtype of the names' entries in the table.
+const typeName = 0
+
 func (e fastEntry) has(flag uint8) bool { return e.data[0]&flag != 0 }
 
 func (e fastEntry) len(i int) int { return int(e.data[i])<<8 | int(e.data[i+1]) }
@@ -123,8 +130,8 @@ type fastZone struct {
 	// count how many: buildFast puts them in the index's table.
 	entries string
 	count   int
-	names   map[string]uint8 // every existing name (lower-case wire) → flags
-	neg     [2]template      // SOA in authority, without and with OPT
+	labels  int         // of the origin
+	neg     [2]template // SOA in authority, without and with OPT
 	// clash lists the labels right above the origin of SOA MNAME/RNAME
 	// names inside the zone: a query name under the same label would let
 	// miekg/dns compress differently from the template.
@@ -188,22 +195,37 @@ var (
 
 // buildFast gathers the precomputed replies of every zone.
 func buildFast(ix *index) *fastIndex {
-	f := &fastIndex{zones: map[string]*fastZone{}, maxZoneLabels: ix.maxZoneLabels}
+	f := &fastIndex{}
 	f.refused[0] = refusedTemplate(false)
 	f.refused[1] = refusedTemplate(true)
+	// The catalog zone's answers depend on who asks: its origin's entry
+	// sends every question in it to the full path.
+	var catalog []fastZone
+	if ix.catalog != nil {
+		for origin := range ix.catalog.zones {
+			var wire [256]byte
+			n, _ := dns.PackDomainName(origin, wire[:], 0, nil, false)
+			z := fastZone{slow: true}
+			z.compact(nil, map[string]uint8{string(wire[:n]): 0})
+			catalog = append(catalog, z)
+		}
+	}
 	n := 0
 	for _, z := range ix.zones {
 		n += z.fast.count
 	}
+	n += len(catalog)
 	f.seed = maphash.MakeSeed()
 	f.count = n
 	f.slots = make([]fastSlot, max(1, 1<<bits.Len(uint(2*n))))
-	f.stats = make([]*zoneStats, 0, len(ix.zones))
-	mask := uint64(len(f.slots) - 1)
-	for _, z := range ix.zones {
-		zi := uint32(len(f.stats))
-		f.stats = append(f.stats, z.fast.stats)
-		for data := z.fast.entries; data != ""; {
+	f.stats = make([]*zoneStats, 0, len(ix.zones)+len(catalog))
+	f.zones = make([]*fastZone, 0, len(ix.zones)+len(catalog))
+	add := func(z *fastZone) {
+		zi := uint32(len(f.zones))
+		f.zones = append(f.zones, z)
+		f.stats = append(f.stats, z.stats)
+		mask := uint64(len(f.slots) - 1)
+		for data := z.entries; data != ""; {
 			e := fastEntry{data: data}
 			e.data = data[:e.size()]
 			data = data[len(e.data):]
@@ -214,31 +236,35 @@ func buildFast(ix *index) *fastIndex {
 			}
 			f.slots[i] = fastSlot{data: e.data, tag: uint32(h >> 32), zone: zi}
 		}
-		f.zones[z.fast.origin] = z.fast
 	}
-	if ix.catalog != nil {
-		for origin := range ix.catalog.zones {
-			var wire [256]byte
-			n, _ := dns.PackDomainName(origin, wire[:], 0, nil, false)
-			f.zones[string(wire[:n])] = &fastZone{slow: true}
-			f.maxZoneLabels = max(f.maxZoneLabels, dns.CountLabel(origin))
-		}
+	for _, z := range ix.zones {
+		add(z.fast)
+	}
+	for i := range catalog {
+		add(&catalog[i])
 	}
 	return f
 }
 
 // lookup returns the entry for key (as in slots), if there is one.
 func (f *fastIndex) lookup(key []byte) (fastEntry, bool) {
+	if s := f.slot(key); s != nil {
+		return fastEntry{data: s.data, stats: f.stats[s.zone]}, true
+	}
+	return fastEntry{}, false
+}
+
+// slot returns the slot of key, nil if it has none.
+func (f *fastIndex) slot(key []byte) *fastSlot {
 	h := maphash.Bytes(f.seed, key)
 	mask := uint64(len(f.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		s := &f.slots[i]
 		if s.data == "" {
-			return fastEntry{}, false
+			return nil
 		}
-		if e := (fastEntry{data: s.data}); s.tag == uint32(h>>32) && e.key() == string(key) {
-			e.stats = f.stats[s.zone]
-			return e, true
+		if s.tag == uint32(h>>32) && (fastEntry{data: s.data}).key() == string(key) {
+			return s
 		}
 	}
 }
@@ -248,7 +274,8 @@ func (f *fastIndex) lookup(key []byte) (fastEntry, bool) {
 func (ix *index) buildFastZone(z *zone) *fastZone {
 	var wire [256]byte
 	buf := make([]byte, 0, 4096) // packed replies are copied out at their size
-	fz := &fastZone{names: map[string]uint8{}, signed: z.signed, stats: new(zoneStats)}
+	fz := &fastZone{signed: z.signed, stats: new(zoneStats), labels: dns.CountLabel(z.origin)}
+	names := map[string]uint8{} // every existing name (lower-case wire) → flags
 	if ix.stats != nil {
 		fz.stats = ix.stats.zone(z.origin)
 	}
@@ -269,13 +296,9 @@ func (ix *index) buildFastZone(z *zone) *fastZone {
 			continue
 		}
 		if n+2 > math.MaxUint8 {
-			// Its keys would not fit fastEntry.keyLen: a name this long
-			// takes the full path.
-			fl |= flagComplex
-			fz.names[string(wire[:n])] = fl
-			continue
+			continue // its keys would not fit fastEntry's; replyTo sends it the full path
 		}
-		fz.names[string(wire[:n])] = fl
+		names[string(wire[:n])] = fl
 		var types []uint16
 		for _, s := range nd.sets {
 			types = append(types, s.typ)
@@ -293,7 +316,7 @@ func (ix *index) buildFastZone(z *zone) *fastZone {
 			}
 		}
 	}
-	fz.compact(table)
+	fz.compact(table, names)
 	soa := z.soa.rrs[0].(*dns.SOA)
 	for _, name := range []string{lower(soa.Ns), lower(soa.Mbox)} {
 		if name != z.origin && dns.IsSubDomain(z.origin, name) {
@@ -323,8 +346,11 @@ type precomputed struct {
 // dense objects, not a quarter of a million small ones scattered among the
 // build's garbage, which for 10,000 zones left the process 120 MB larger
 // than its live heap.
-func (z *fastZone) compact(table map[string]*precomputed) {
+func (z *fastZone) compact(table map[string]*precomputed, names map[string]uint8) {
 	n := 0
+	for k := range names {
+		n += entryHeader + len(k) + 2
+	}
 	for k, p := range table {
 		n += entryHeader + len(k) + len(p.edns) + len(p.dnssec)
 		if !plainInEDNS(p.plain, p.edns) {
@@ -333,6 +359,11 @@ func (z *fastZone) compact(table map[string]*precomputed) {
 	}
 	var data strings.Builder // its String does not copy
 	data.Grow(n)
+	for k, fl := range names {
+		data.Write([]byte{fl, byte(len(k) + 2), 0, 0, 0, 0, 0, 0})
+		data.WriteString(k)
+		data.Write([]byte{typeName >> 8, typeName & 0xFF})
+	}
 	for k, p := range table {
 		var flags uint8
 		plain := p.plain
@@ -354,7 +385,7 @@ func (z *fastZone) compact(table map[string]*precomputed) {
 		data.Write(p.dnssec)
 		data.Write(plain)
 	}
-	z.entries, z.count = data.String(), len(table)
+	z.entries, z.count = data.String(), len(names)+len(table)
 }
 
 // optLen is the size of the OPT record ending every precomputed EDNS reply:
@@ -571,8 +602,11 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 		return nil
 	}
 	qtype := binary.BigEndian.Uint16(pkt[off:])
-	if pkt[off+2] != 0 || pkt[off+3] != 1 || qtype == dns.TypeAXFR || qtype == dns.TypeIXFR || qtype == dns.TypeANY {
-		return nil // no entry for ANY (commonTypes): not NODATA either
+	if pkt[off+2] != 0 || pkt[off+3] != 1 || qtype == dns.TypeAXFR || qtype == dns.TypeIXFR || qtype == dns.TypeANY ||
+		qtype == typeName || k+2 > math.MaxUint8 {
+		// No entry for ANY (commonTypes), or for a name too long for an
+		// entry's key: not NODATA either. Type 0 is the names' entries.
+		return nil
 	}
 	sc.zone, sc.qtype = nil, qtype
 	qend := off + 4
@@ -638,22 +672,27 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 		}
 		return out
 	}
-	// No entry: a name outside every zone, or NODATA / NXDOMAIN.
+	// No entry: NODATA or NXDOMAIN from the zone of the closest name that
+	// exists, or REFUSED for a name outside every zone (no zone's origin,
+	// which exists, is above it).
 	var fz *fastZone
-	zi := 0
-	for ; zi < nl; zi++ {
-		if nl-zi <= f.maxZoneLabels {
-			if fz = f.zones[string(sc.key[sc.labels[zi]:k])]; fz != nil {
-				break
-			}
+	var fl uint8
+	j := 0
+	sc.key[k], sc.key[k+1] = typeName>>8, typeName&0xFF
+	for ; j < nl; j++ {
+		if s := f.slot(sc.key[sc.labels[j] : k+2]); s != nil {
+			fz, fl = f.zones[s.zone], s.data[0]
+			break
 		}
 	}
+	sc.key[k], sc.key[k+1] = byte(qtype>>8), byte(qtype) // as completeTCP expects
 	if fz == nil {
 		return f.refused[edns].write(out, pkt, qend, 0, dns.RcodeRefused, do, limit, &eq, cl)
 	}
 	if fz.slow {
 		return nil
 	}
+	zi := nl - fz.labels // where the origin starts
 	if zi > 0 {
 		above := sc.key[sc.labels[zi-1]:sc.labels[zi]]
 		for _, c := range fz.clash {
@@ -662,33 +701,26 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 			}
 		}
 	}
-	for j := 0; j <= zi; j++ {
-		fl, ok := fz.names[string(sc.key[sc.labels[j]:k])]
-		if !ok {
-			continue
+	rcode := dns.RcodeSuccess
+	if j == 0 {
+		if fl&flagComplex != 0 {
+			return nil
 		}
-		rcode := dns.RcodeSuccess
-		if j == 0 {
-			if fl&flagComplex != 0 {
-				return nil
-			}
-		} else {
-			if fl&flagNoNX != 0 {
-				return nil
-			}
-			rcode = dns.RcodeNameError
+	} else {
+		if fl&flagNoNX != 0 {
+			return nil
 		}
-		sc.zone = fz.stats
-		if do && fz.signed {
-			t := fz.sec.find(sc, k, nl, j)
-			if t == nil {
-				return nil
-			}
-			return t.write(out, pkt, qend, sc.labels[j], rcode, do, limit, &eq, cl)
-		}
-		return fz.neg[edns].write(out, pkt, qend, sc.labels[zi], rcode, do, limit, &eq, cl)
+		rcode = dns.RcodeNameError
 	}
-	return nil // unreachable while the apex is in names
+	sc.zone = fz.stats
+	if do && fz.signed {
+		t := fz.sec.find(sc, k, nl, j)
+		if t == nil {
+			return nil
+		}
+		return t.write(out, pkt, qend, sc.labels[j], rcode, do, limit, &eq, cl)
+	}
+	return fz.neg[edns].write(out, pkt, qend, sc.labels[zi], rcode, do, limit, &eq, cl)
 }
 
 // write builds a reply from the template: the query's ID and RD, rcode, the
