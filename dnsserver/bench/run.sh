@@ -251,6 +251,31 @@ row() {
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 range() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%s-%s", lo, hi}'; }
 
+# interleave R SERVER... runs row R against each server in turn, for
+# every round, the order rotating from round to round; it prints each run
+# and the medians, and leaves the figures in qps, cpu and lost by server.
+interleave() {
+	local r=$1 i n s q l c
+	shift
+	local -a all=("$@") order
+	n=${#all[@]}
+	declare -gA qps=() lost=() cpu=()
+	for i in $(seq "$rounds"); do
+		order=("${all[@]:$((i % n))}" "${all[@]:0:$((i % n))}")
+		for s in "${order[@]}"; do
+			read -r q l c <<<"$(row "$r" "$s")"
+			printf 'round %d  %-8s %9.0f qps  lost %-6s %5.2f us/query\n' "$i" "$s" "$q" "$l" "$c"
+			qps[$s]+="$q "
+			cpu[$s]+="$c "
+			lost[$s]=$((${lost[$s]:-0} + l))
+		done
+	done
+	for s in "${all[@]}"; do
+		printf 'median %-8s %9.0f qps (range %s)  lost %d  %.2f us/query (range %s)\n' "$s" \
+			"$(median "${qps[$s]}")" "$(range "${qps[$s]}")" "${lost[$s]}" "$(median "${cpu[$s]}")" "$(range "${cpu[$s]}")"
+	done
+}
+
 servers=(signpost nsd knot)
 splost=0
 signed=0
@@ -265,21 +290,7 @@ summary=()
 for r in $unsigned_rows; do
 	echo
 	echo "== $r"
-	declare -A qps=() lost=() cpu=()
-	for i in $(seq "$rounds"); do
-		order=("${servers[@]:$((i % 3))}" "${servers[@]:0:$((i % 3))}")
-		for s in "${order[@]}"; do
-			read -r q l c <<<"$(row "$r" "$s")"
-			printf 'round %d  %-8s %9.0f qps  lost %-6s %5.2f us/query\n' "$i" "$s" "$q" "$l" "$c"
-			qps[$s]+="$q "
-			cpu[$s]+="$c "
-			lost[$s]=$((${lost[$s]:-0} + l))
-		done
-	done
-	for s in "${servers[@]}"; do
-		printf 'median %-8s %9.0f qps (range %s)  lost %d  %.2f us/query (range %s)\n' "$s" \
-			"$(median "${qps[$s]}")" "$(range "${qps[$s]}")" "${lost[$s]}" "$(median "${cpu[$s]}")" "$(range "${cpu[$s]}")"
-	done
+	interleave "$r" "${servers[@]}"
 	sp=$(median "${qps[signpost]}")
 	n=$(median "${qps[nsd]}")
 	k=$(median "${qps[knot]}")
@@ -296,22 +307,7 @@ if [ "$signed" = 1 ]; then
 	echo
 	echo "== signed"
 	start_signed
-	declare -A qps=() lost=() cpu=()
-	for i in $(seq "$rounds"); do
-		order=(signpost knot)
-		[ $((i % 2)) = 0 ] && order=(knot signpost)
-		for s in "${order[@]}"; do
-			read -r q l c <<<"$(row signed "$s")"
-			printf 'round %d  %-8s %9.0f qps  lost %-6s %5.2f us/query\n' "$i" "$s" "$q" "$l" "$c"
-			qps[$s]+="$q "
-			cpu[$s]+="$c "
-			lost[$s]=$((${lost[$s]:-0} + l))
-		done
-	done
-	for s in signpost knot; do
-		printf 'median %-8s %9.0f qps (range %s)  lost %d  %.2f us/query (range %s)\n' "$s" \
-			"$(median "${qps[$s]}")" "$(range "${qps[$s]}")" "${lost[$s]}" "$(median "${cpu[$s]}")" "$(range "${cpu[$s]}")"
-	done
+	interleave signed signpost knot
 	line=$(awk -v a="$(median "${qps[signpost]}")" -v k="$(median "${qps[knot]}")" -v l="${lost[signpost]}" \
 		-v cs="$(median "${cpu[signpost]}")" -v ck="$(median "${cpu[knot]}")" \
 		'BEGIN {printf "signed  signpost %7.0f  knot %7.0f qps (both signing, DO set)   /knot %.2f   us/query signpost %.2f knot %.2f   signpost lost %d", a, k, a/k, cs, ck, l}')
