@@ -30,7 +30,7 @@ import (
 type fastIndex struct {
 	// slots are a hash table of the precomputed replies by the lower-case
 	// wire-format name followed by the big-endian qtype (open addressing,
-	// linear probing, at most half full), of count entries. A slot holds
+	// linear probing, at most half full). A slot holds
 	// the entry's data (an empty slot none), the top half of the key's
 	// hash (seed) and the entry's zone in zones and stats. With 10,000
 	// zones every pointer a lookup follows misses the processor's caches:
@@ -42,7 +42,6 @@ type fastIndex struct {
 	// query gets from the fast path), without replies, its flags in place
 	// of the entry's: what NXDOMAIN and NODATA need.
 	slots []fastSlot
-	count int
 	seed  maphash.Seed
 	stats []*zoneStats // each zone's counters, by fastSlot.zone
 	zones []*fastZone  // each zone, by fastSlot.zone
@@ -125,7 +124,6 @@ func (e fastEntry) plain() string {
 // fastZone is one zone's part of the fast path: its precomputed replies,
 // and what NXDOMAIN and NODATA need for names that have none.
 type fastZone struct {
-	origin string // lower-case wire format
 	// entries are the data of the zone's fastEntries, back to back, and
 	// count how many: buildFast puts them in the index's table.
 	entries string
@@ -216,7 +214,6 @@ func buildFast(ix *index) *fastIndex {
 	}
 	n += len(catalog)
 	f.seed = maphash.MakeSeed()
-	f.count = n
 	f.slots = make([]fastSlot, max(1, 1<<bits.Len(uint(2*n))))
 	f.stats = make([]*zoneStats, 0, len(ix.zones)+len(catalog))
 	f.zones = make([]*fastZone, 0, len(ix.zones)+len(catalog))
@@ -330,8 +327,6 @@ func (ix *index) buildFastZone(z *zone) *fastZone {
 	}
 	fz.neg[0] = negTemplate(z, false)
 	fz.neg[1] = negTemplate(z, true)
-	n, _ := dns.PackDomainName(z.origin, wire[:], 0, nil, false)
-	fz.origin = string(wire[:n])
 	return fz
 }
 

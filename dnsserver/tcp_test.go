@@ -246,7 +246,7 @@ func TestTCPFastPathSameBytes(t *testing.T) {
 	}
 	id := uint16(1)
 	hits, incomplete := 0, 0
-	for key, e := range tableOf(ix.fast) {
+	for key, e := range repliesOf(ix.fast) {
 		name, _, err := dns.UnpackDomainName([]byte(key), 0)
 		if err != nil {
 			t.Fatal(err)
