@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 )
@@ -568,32 +569,8 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 		pkt[4] != 0 || pkt[5] != 1 || pkt[6]|pkt[7]|pkt[8]|pkt[9]|pkt[10] != 0 || pkt[11] > 1 {
 		return nil // only plain queries: opcode QUERY, one question, no records but OPT
 	}
-	off, k, nl := 12, 0, 0
-	for {
-		l := int(pkt[off])
-		if l == 0 {
-			break
-		}
-		if l > 63 || off+1+l >= len(pkt) || k+1+l > 254 || nl == len(sc.labels) {
-			return nil
-		}
-		sc.labels[nl] = k
-		nl++
-		sc.key[k] = byte(l)
-		for i := 1; i <= l; i++ {
-			c := fastChars[pkt[off+i]]
-			if c == 0 {
-				return nil
-			}
-			sc.key[k+i] = c
-		}
-		off += 1 + l
-		k += 1 + l
-	}
-	sc.key[k] = 0
-	k++
-	off++
-	if off+4 > len(pkt) {
+	off, k, nl := sc.parseName(pkt)
+	if off < 0 {
 		return nil
 	}
 	qtype := binary.BigEndian.Uint16(pkt[off:])
@@ -716,6 +693,86 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 		return t.write(out, pkt, qend, sc.labels[j], rcode, do, limit, &eq, cl)
 	}
 	return fz.neg[edns].write(out, pkt, qend, sc.labels[zi], rcode, do, limit, &eq, cl)
+}
+
+// parseName reads the query name of pkt, whose header the caller has
+// checked, into sc.key in lower case, with the start of each label in
+// sc.labels. It returns the end of the name in pkt (-1 if the name needs
+// the full path or leaves no room for type and class), the key's length
+// and the number of labels.
+func (sc *scratch) parseName(pkt []byte) (off, k, nl int) {
+	off = 12
+	for {
+		l := int(pkt[off])
+		if l == 0 {
+			break
+		}
+		if l > 63 || off+1+l >= len(pkt) || k+1+l > 254 || nl == len(sc.labels) {
+			return -1, 0, 0
+		}
+		sc.labels[nl] = k
+		nl++
+		sc.key[k] = byte(l)
+		for i := 1; i <= l; i++ {
+			c := fastChars[pkt[off+i]]
+			if c == 0 {
+				return -1, 0, 0
+			}
+			sc.key[k+i] = c
+		}
+		off += 1 + l
+		k += 1 + l
+	}
+	sc.key[k] = 0
+	k++
+	off++
+	if off+4 > len(pkt) {
+		return -1, 0, 0
+	}
+	return off, k, nl
+}
+
+// Warming: with many zones, the slot and the entry a query needs are
+// rarely in the CPU's cache, and answering waits for each in turn. A
+// reader with a batch of packets first asks for the slots of all of
+// them (warm), then for their entries (warmEntry), so that the loads run
+// side by side, then answers. Measured with `signpost serve` at 10,000
+// zones (bench/scale's queries): 2.84 µs of server CPU per query before,
+// 2.69 after (medians of 8 interleaved runs), together with tally's
+// queued adds.
+
+// warm asks the CPU to start loading the table slot that answering pkt
+// will look at first, and returns the hash of pkt's key for warmEntry;
+// false if pkt has no key (it takes the full path).
+func (f *fastIndex) warm(pkt []byte, sc *scratch) (uint64, bool) {
+	if len(pkt) < 12+1+4 {
+		return 0, false
+	}
+	off, k, _ := sc.parseName(pkt)
+	if off < 0 {
+		return 0, false
+	}
+	sc.key[k], sc.key[k+1] = pkt[off], pkt[off+1]
+	h := maphash.Bytes(f.seed, sc.key[:k+2])
+	prefetch(unsafe.Pointer(&f.slots[h&uint64(len(f.slots)-1)]))
+	return h, true
+}
+
+// warmEntry asks the CPU to start loading the start of the entry in the
+// first slot whose tag matches h, which answering will compare with its
+// key and copy from. It returns that slot, nil if none.
+func (f *fastIndex) warmEntry(h uint64) *fastSlot {
+	mask := uint64(len(f.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		s := &f.slots[i]
+		if s.data == "" {
+			return nil
+		}
+		if s.tag == uint32(h>>32) {
+			prefetch(unsafe.Pointer(unsafe.StringData(s.data)))
+			return s
+		}
+	}
 }
 
 // write builds a reply from the template: the query's ID and RD, rcode, the

@@ -656,3 +656,41 @@ func TestFastPathLongNameAndANY(t *testing.T) {
 		}
 	}
 }
+
+// TestWarm: warming a query with an entry, in any letter case, loads the
+// slot and the entry that answering then finds; a query the fast path
+// cannot read is not warmed.
+func TestWarm(t *testing.T) {
+	s := New(Options{})
+	s.SetModel(testModel(t, testTOML))
+	f := s.ix.Load().fast
+	var sc scratch
+	n := 0
+	for key := range repliesOf(f) {
+		name, _, err := dns.UnpackDomainName([]byte(key[:len(key)-2]), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		qtype := uint16(key[len(key)-2])<<8 | uint16(key[len(key)-1])
+		for _, v := range []variant{{}, {edns: 1232, mixed: true}} {
+			h, ok := f.warm(rawQuery(t, 1, name, qtype, v), &sc)
+			if !ok {
+				t.Fatalf("%s %s: not warmed", name, dns.TypeToString[qtype])
+			}
+			if got, want := f.warmEntry(h), f.slot([]byte(key)); got != want {
+				t.Errorf("%s %s %+v: warmed slot %p, answering reads %p", name, dns.TypeToString[qtype], v, got, want)
+			}
+			n++
+		}
+	}
+	if n < 20 {
+		t.Fatalf("only %d queries warmed", n)
+	}
+	bad := rawQuery(t, 1, "we ird.chat.example.com.", dns.TypeA, variant{})
+	if _, ok := f.warm(bad, &sc); ok {
+		t.Error("a name with a space was warmed")
+	}
+	if _, ok := f.warm(bad[:14], &sc); ok {
+		t.Error("a cut packet was warmed")
+	}
+}

@@ -84,3 +84,35 @@ func TestStats(t *testing.T) {
 		}
 	}
 }
+
+// TestTallyManyZones counts replies that switch zone more often than the
+// queue of adds holds before a flush, as a TCP batch may: every count
+// reaches its zone's counters, and nothing is counted twice.
+func TestTallyManyZones(t *testing.T) {
+	var st dnsStats
+	zones := make([]zoneStats, 3*maxAdds)
+	var ta tally
+	want := make([]uint64, len(zones))
+	z := 0
+	for i := range 5 * maxAdds {
+		if i%3 != 0 { // else the zone before again: no switch
+			z = (i * 7) % len(zones)
+		}
+		ta.count(transportTCP, &zones[z], dns.TypeA, dns.RcodeNameError, 100)
+		want[z]++
+	}
+	ta.flush(&st, transportTCP)
+	for z := range zones {
+		q := zones[z].n[transportTCP][qtypeIndex(dns.TypeA)].Load()
+		r := zones[z].n[transportTCP][nQtypes+dns.RcodeNameError].Load()
+		if q != want[z] || r != want[z] {
+			t.Errorf("zone %d: %d queries, %d NXDOMAIN; want %d", z, q, r, want[z])
+		}
+		if u := zones[z].n[transportUDP][qtypeIndex(dns.TypeA)].Load(); u != 0 {
+			t.Errorf("zone %d: %d UDP queries counted; want 0", z, u)
+		}
+	}
+	if n := st.sizes[transportTCP].count.Load(); n != 5*maxAdds {
+		t.Errorf("%d sizes counted; want %d", n, 5*maxAdds)
+	}
+}

@@ -5,6 +5,7 @@ package dnsserver
 import (
 	"context"
 	"errors"
+	"math/bits"
 	"net"
 	"net/netip"
 	"syscall"
@@ -16,7 +17,7 @@ import (
 
 // batchSize is how many packets one recvmmsg/sendmmsg moves. Under load a
 // batch fills; when idle, recvmmsg returns whatever single packet is there.
-const batchSize = 64
+const batchSize = 64 // at most 64: answer keeps a bit per packet
 
 const (
 	maxQuery = 4096 // larger queries are truncated by the kernel and dropped
@@ -89,6 +90,7 @@ type batch struct {
 	ctrl  [batchSize][ctrlSize]byte
 	in    [batchSize][maxQuery]byte
 	out   [batchSize][]byte
+	hash  [batchSize]uint64
 	sc    scratch
 
 	n, nsend, sent int
@@ -183,39 +185,7 @@ func (b *batch) run() error {
 		default:
 			return b.errno
 		}
-		ix := b.s.ix.Load()   // one model per batch: a reload applies from the next batch
-		b.sc.now = time.Now() // one clock reading per batch, for cookies and RRL
-		m := 0
-		for i := range b.n {
-			h := &b.recv[i]
-			if h.hdr.Flags&unix.MSG_TRUNC != 0 {
-				continue
-			}
-			out := b.s.answerPacket(ix, b.in[i][:h.n], b.out[i][:0], &b.sc, (*rawPeer)(&b.names[i]))
-			if out == nil {
-				continue
-			}
-			b.out[i] = out
-			b.siov[m].Base = &out[0]
-			b.siov[m].SetLen(len(out))
-			sh := &b.send[m].hdr
-			sh.Name = h.hdr.Name
-			sh.Namelen = h.hdr.Namelen
-			sh.Iov = &b.siov[m]
-			sh.SetIovlen(1)
-			sh.Control = nil
-			sh.SetControllen(0)
-			if b.pktinfo && h.hdr.Controllen > 0 {
-				if l := replyPktinfo(b.ctrl[i][:h.hdr.Controllen]); l > 0 {
-					sh.Control = &b.ctrl[i][0]
-					sh.SetControllen(l)
-				}
-			}
-			m++
-		}
-		// Counted before the replies go, so a client that has its reply
-		// finds it counted.
-		b.sc.tally.flush(&b.s.stats, transportUDP)
+		m := b.answer(b.s.ix.Load()) // one model per batch: a reload applies from the next batch
 		if m == 0 {
 			continue
 		}
@@ -227,6 +197,56 @@ func (b *batch) run() error {
 			return err
 		}
 	}
+}
+
+// answer answers the b.n packets received with ix, and returns how many
+// replies it put in b.send.
+func (b *batch) answer(ix *index) int {
+	b.sc.now = time.Now() // one clock reading per batch, for cookies and RRL
+	warmed := uint64(0)   // bit i: b.hash[i] is packet i's
+	for i := range b.n {
+		if h := &b.recv[i]; h.hdr.Flags&unix.MSG_TRUNC == 0 {
+			var ok bool
+			if b.hash[i], ok = ix.fast.warm(b.in[i][:h.n], &b.sc); ok {
+				warmed |= 1 << i
+			}
+		}
+	}
+	for m := warmed; m != 0; m &= m - 1 {
+		ix.fast.warmEntry(b.hash[bits.TrailingZeros64(m)])
+	}
+	m := 0
+	for i := range b.n {
+		h := &b.recv[i]
+		if h.hdr.Flags&unix.MSG_TRUNC != 0 {
+			continue
+		}
+		out := b.s.answerPacket(ix, b.in[i][:h.n], b.out[i][:0], &b.sc, (*rawPeer)(&b.names[i]))
+		if out == nil {
+			continue
+		}
+		b.out[i] = out
+		b.siov[m].Base = &out[0]
+		b.siov[m].SetLen(len(out))
+		sh := &b.send[m].hdr
+		sh.Name = h.hdr.Name
+		sh.Namelen = h.hdr.Namelen
+		sh.Iov = &b.siov[m]
+		sh.SetIovlen(1)
+		sh.Control = nil
+		sh.SetControllen(0)
+		if b.pktinfo && h.hdr.Controllen > 0 {
+			if l := replyPktinfo(b.ctrl[i][:h.hdr.Controllen]); l > 0 {
+				sh.Control = &b.ctrl[i][0]
+				sh.SetControllen(l)
+			}
+		}
+		m++
+	}
+	// Counted before the replies go, so a client that has its reply
+	// finds it counted.
+	b.sc.tally.flush(&b.s.stats, transportUDP)
+	return m
 }
 
 // rawPeer is the sender's address as recvmmsg wrote it: a sockaddr_in6, or
