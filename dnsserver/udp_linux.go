@@ -203,17 +203,8 @@ func (b *batch) run() error {
 // replies it put in b.send.
 func (b *batch) answer(ix *index) int {
 	b.sc.now = time.Now() // one clock reading per batch, for cookies and RRL
-	warmed := uint64(0)   // bit i: b.hash[i] is packet i's
-	for i := range b.n {
-		if h := &b.recv[i]; h.hdr.Flags&unix.MSG_TRUNC == 0 {
-			var ok bool
-			if b.hash[i], ok = ix.fast.warm(b.in[i][:h.n], &b.sc); ok {
-				warmed |= 1 << i
-			}
-		}
-	}
-	for m := warmed; m != 0; m &= m - 1 {
-		ix.fast.warmEntry(b.hash[bits.TrailingZeros64(m)])
+	if ix.fast.cold {
+		b.warm(ix.fast)
 	}
 	m := 0
 	for i := range b.n {
@@ -247,6 +238,22 @@ func (b *batch) answer(ix *index) int {
 	// finds it counted.
 	b.sc.tally.flush(&b.s.stats, transportUDP)
 	return m
+}
+
+// warm warms the fast path's table for the packets received (fastIndex.warm).
+func (b *batch) warm(f *fastIndex) {
+	warmed := uint64(0) // bit i: b.hash[i] is packet i's
+	for i := range b.n {
+		if h := &b.recv[i]; h.hdr.Flags&unix.MSG_TRUNC == 0 {
+			var ok bool
+			if b.hash[i], ok = f.warm(b.in[i][:h.n], &b.sc); ok {
+				warmed |= 1 << i
+			}
+		}
+	}
+	for m := warmed; m != 0; m &= m - 1 {
+		f.warmEntry(b.hash[bits.TrailingZeros64(m)])
+	}
 }
 
 // rawPeer is the sender's address as recvmmsg wrote it: a sockaddr_in6, or
