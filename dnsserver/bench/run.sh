@@ -26,6 +26,12 @@
 #   FLOOD=0 ...                                     skip the flood
 #
 # dnsperf runs as `dnsperf -T 2 -c 4 -q 100` (override with DNSPERF_ARGS).
+# With PIN=1 (the default on a machine with 2 or more cores) every server
+# runs on CPU 0, with one worker (NSD server-count, Knot udp/tcp-workers;
+# Go sizes signpost to the CPUs it may use), and dnsperf on CPU 1: the load
+# generator then does not take turns with the server on the same cores, as
+# on a real server whose queries come from the network, and rounds vary
+# far less. PIN=0 lets the scheduler place everything on all cores.
 # Needs the Debian packages dnsperf, nsd, knot and knot-dnsutils (kdig), and Go. CI does not run it:
 # the figures depend on the machine. It exits 1 if signpost lost a query.
 set -euo pipefail
@@ -36,6 +42,14 @@ rounds=${1:-5}
 secs=${2:-10}
 rows=${ROWS:-plain do cookie tcp mix}
 read -r -a perfargs <<<"${DNSPERF_ARGS:--T 2 -c 4 -q 100}"
+pin=${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
+# onserver and onclient prefix a command to run it on the server's and
+# the load generator's CPUs (taskset execs it: $! stays the server's pid);
+# workers is how many workers a server gets.
+onserver=() onclient=() workers=$(nproc)
+if [ "$pin" = 1 ]; then
+	onserver=(taskset -c 0) onclient=(taskset -c 1) workers=1
+fi
 
 for p in dnsperf nsd knotd kdig; do
 	command -v "$p" >/dev/null || { echo "run.sh: $p not found; apt-get install dnsperf nsd knot knot-dnsutils" >&2; exit 1; }
@@ -94,7 +108,7 @@ start_signpost() {
 		printf '\n[http]\nlisten = "127.0.0.1:%s"\nplain_listen = "127.0.0.1:%s"\n' "$(freeport)" "$(freeport)"
 		printf '\n[acme]\nmode = "self-signed"\nstorage = "%s"\n' "$dir/state"
 	} >"$dir/signpost.toml"
-	"$tmp/signpost" serve -config "$dir/signpost.toml" 2>"$dir/signpost.log" &
+	"${onserver[@]}" "$tmp/signpost" serve -config "$dir/signpost.toml" 2>"$dir/signpost.log" &
 	pid[signpost]=$!
 	pids+=($!)
 }
@@ -124,7 +138,7 @@ start_servers() {
 			  pidfile: "$dir/nsd.pid"
 			  xfrdfile: "$dir/xfrd.state"
 			  zonelistfile: "$dir/zone.list"
-			  server-count: $(nproc)
+			  server-count: $workers
 			  reuseport: yes
 			  verbosity: 0
 		EOF
@@ -133,13 +147,13 @@ start_servers() {
 		printf 'remote-control:\n  control-enable: no\n'
 		for o in $origins; do printf 'zone:\n  name: "%s"\n  zonefile: "%szone"\n' "$o" "$o"; done
 	} >"$dir/nsd.conf"
-	nsd -d -c "$dir/nsd.conf" 2>"$dir/nsd.log" &
+	"${onserver[@]}" nsd -d -c "$dir/nsd.conf" 2>"$dir/nsd.log" &
 	pid[nsd]=$!
 	pids+=($!)
 
 	{
 		printf 'server:\n  listen: 127.0.0.1@%s\n  rundir: "%s/knot"\n' "${port[knot]}" "$dir"
-		printf '  udp-workers: %s\n  tcp-workers: %s\n' "$(nproc)" "$(nproc)"
+		printf '  udp-workers: %s\n  tcp-workers: %s\n' "$workers" "$workers"
 		printf 'database:\n  storage: "%s/knot"\n' "$dir"
 		printf 'log:\n  - target: stderr\n    any: warning\n'
 		if [ "$limited" = 1 ]; then
@@ -149,7 +163,7 @@ start_servers() {
 		printf 'zone:\n'
 		for o in $origins; do printf '  - domain: "%s"\n    file: "%s/%szone"\n' "$o" "$tmp" "$o"; done
 	} >"$dir/knot.conf"
-	knotd -c "$dir/knot.conf" 2>"$dir/knot.log" &
+	"${onserver[@]}" knotd -c "$dir/knot.conf" 2>"$dir/knot.log" &
 	pid[knot]=$!
 	pids+=($!)
 
@@ -189,7 +203,7 @@ start_signed() {
 	cp "$tmp"/*zone "$dir/zones/"
 	{
 		printf 'server:\n  listen: 127.0.0.1@%s\n  rundir: "%s/knot"\n' "${port[knot]}" "$dir"
-		printf '  udp-workers: %s\n  tcp-workers: %s\n' "$(nproc)" "$(nproc)"
+		printf '  udp-workers: %s\n  tcp-workers: %s\n' "$workers" "$workers"
 		printf 'database:\n  storage: "%s/knot"\n' "$dir"
 		printf 'log:\n  - target: stderr\n    any: warning\n'
 		printf 'zone:\n'
@@ -197,7 +211,7 @@ start_signed() {
 			printf '  - domain: "%s"\n    file: "%s/zones/%szone"\n    dnssec-signing: on\n    zonefile-sync: -1\n' "$o" "$dir" "$o"
 		done
 	} >"$dir/knot.conf"
-	knotd -c "$dir/knot.conf" 2>"$dir/knot.log" &
+	"${onserver[@]}" knotd -c "$dir/knot.conf" 2>"$dir/knot.log" &
 	pid[knot]=$!
 	pids+=($!)
 
@@ -218,7 +232,7 @@ cookie=10:0102030405060708
 perf() {
 	local s=$1
 	shift
-	dnsperf -s 127.0.0.1 -p "${port[$s]}" -d "$here/queries.txt" -l "$secs" "${perfargs[@]}" "$@" 2>&1 |
+	"${onclient[@]}" dnsperf -s 127.0.0.1 -p "${port[$s]}" -d "$here/queries.txt" -l "$secs" "${perfargs[@]}" "$@" 2>&1 |
 		awk '/Queries completed:/ {c = $3} /Queries lost:/ {l = $3} /Queries per second:/ {q = $4} END {print q, l, c}'
 }
 
@@ -284,7 +298,7 @@ for r in $rows; do
 	if [ "$r" = signed ]; then signed=1; else unsigned_rows+="$r "; fi
 done
 start_servers 0
-echo "signpost $("$tmp/signpost" version), $(nsd -v 2>&1 | head -1), $(knotd --version); $(nproc) cores"
+echo "signpost $("$tmp/signpost" version), $(nsd -v 2>&1 | head -1), $(knotd --version); $(nproc) cores, $([ "$pin" = 1 ] && echo "servers on CPU 0 with one worker, dnsperf on CPU 1" || echo "unpinned, $workers workers")"
 echo "dnsperf ${perfargs[*]} -l $secs -d dnsserver/bench/queries.txt; $rounds rounds per row, servers interleaved"
 summary=()
 for r in $unsigned_rows; do
@@ -325,7 +339,7 @@ if [ "${FLOOD:-1}" = 1 ]; then
 	for s in "${servers[@]}"; do
 		# A fixed sending rate with room for every query in flight, so that
 		# dropped replies do not slow the sender down, as a spoofer's would not.
-		out=$(dnsperf -s 127.0.0.1 -p "${port[$s]}" -d "$tmp/big.txt" -l "$secs" -e -c 1 -Q 10000 -q 30000 -t 1 2>&1)
+		out=$("${onclient[@]}" dnsperf -s 127.0.0.1 -p "${port[$s]}" -d "$tmp/big.txt" -l "$secs" -e -c 1 -Q 10000 -q 30000 -t 1 2>&1)
 		awk -v s="$s" '
 			/Queries sent:/ {sent = $3}
 			/Queries completed:/ {done = $3}
