@@ -17,7 +17,7 @@ import (
 
 // batchSize is how many packets one recvmmsg/sendmmsg moves. Under load a
 // batch fills; when idle, recvmmsg returns whatever single packet is there.
-const batchSize = 64 // at most 64: answer keeps a bit per packet
+const batchSize = 64 // at most 64: warm keeps a bit per packet
 
 const (
 	maxQuery = 4096 // larger queries are truncated by the kernel and dropped
