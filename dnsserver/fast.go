@@ -701,8 +701,8 @@ func (f *fastIndex) replyTo(pkt, out []byte, sc *scratch, cl *sender) []byte {
 	return fz.neg[edns].write(out, pkt, qend, sc.labels[zi], rcode, do, limit, &eq, cl)
 }
 
-// parseName reads the query name of pkt, whose header the caller has
-// checked, into sc.key in lower case, with the start of each label in
+// parseName reads the query name of pkt, at least 13 bytes long, into
+// sc.key in lower case, with the start of each label in
 // sc.labels. It returns the end of the name in pkt (-1 if the name needs
 // the full path or leaves no room for type and class), the key's length
 // and the number of labels.
