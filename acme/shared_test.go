@@ -24,6 +24,7 @@ import (
 	"github.com/signpost-dev/signpost/config"
 	"github.com/signpost-dev/signpost/httpserver"
 	"github.com/signpost-dev/signpost/internal/pgtest"
+	"github.com/signpost-dev/signpost/internal/testenv"
 )
 
 // The tests in this file run several signpost instances on one machine,
@@ -57,19 +58,29 @@ func (e *env) startNth(mod *config.Model, n int) *instance {
 
 // served waits until instance n answers a handshake for name with a
 // certificate for it that chains to Pebble's root, and returns the leaf.
-// Polling: a certificate loaded by another instance's work shows only in
-// the handshake. The limit is a failure guard.
+// The limit is a failure guard.
 func (e *env) served(n int, name string) *x509.Certificate {
 	e.t.Helper()
+	leaf, err := e.serving(n, name, time.Now().Add(waitLimit))
+	if err != nil {
+		e.t.Fatalf("%v (waited %s)", err, waitLimit)
+	}
+	return leaf
+}
+
+// serving is served with the caller's deadline, returning why not rather
+// than failing the test. Polling: a certificate loaded by another
+// instance's work shows only in the handshake.
+func (e *env) serving(n int, name string, deadline time.Time) (*x509.Certificate, error) {
+	e.t.Helper()
 	addr := host(e.t, e.tlsAddr, n)
-	deadline := time.Now().Add(waitLimit)
 	for {
 		leaf, err := leafAt(addr, name, e.roots())
 		if err == nil {
-			return leaf
+			return leaf, nil
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("instance %d does not serve %s within %s: %v", n, name, waitLimit, err)
+			return nil, fmt.Errorf("instance %d does not serve %s: %v", n, name, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -263,12 +274,13 @@ func TestSharedHolderKilled(t *testing.T) {
 	}
 }
 
-// child is a signpost instance in a process of its own (runInstance,
-// started by TestMain).
+// child is a signpost instance in a process of its own: the test binary
+// (runInstance, started by TestMain) or a built signpost.
 type child struct {
 	t     *testing.T
 	cmd   *exec.Cmd
-	lines chan string // its log lines, closed when it exits
+	lines chan string   // its log lines, closed when it exits
+	read  chan struct{} // closed when its output is read to the end
 }
 
 // spawn starts instance n of s in a process of its own, on 127.0.0.<n>,
@@ -276,13 +288,28 @@ type child struct {
 func (e *env) spawn(s site, n int) *child {
 	t := e.t.(*testing.T)
 	t.Helper()
-	cfgFile := filepath.Join(t.TempDir(), "signpost.toml")
-	if err := os.WriteFile(cfgFile, []byte(e.toml(s)), 0o600); err != nil {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "SIGNPOST_TEST_INSTANCE="+writeConfig(t, e.toml(s)),
+		"SIGNPOST_TEST_PLAIN="+host(t, e.plainAddr, n), "SIGNPOST_TEST_TLS="+host(t, e.tlsAddr, n))
+	return startChild(t, cmd, n)
+}
+
+// writeConfig writes text to a configuration file of its own and returns
+// its path.
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "signpost.toml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "SIGNPOST_TEST_INSTANCE="+cfgFile,
-		"SIGNPOST_TEST_PLAIN="+host(t, e.plainAddr, n), "SIGNPOST_TEST_TLS="+host(t, e.tlsAddr, n))
+	return path
+}
+
+// startChild starts cmd as instance n, logging its output to the test,
+// and kills it when the test ends, or when the test binary dies first.
+func startChild(t *testing.T, cmd *exec.Cmd, n int) *child {
+	t.Helper()
+	testenv.DieWithParent(cmd)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -291,9 +318,10 @@ func (e *env) spawn(s site, n int) *child {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &child{t: t, cmd: cmd, lines: make(chan string, 1000)}
+	c := &child{t: t, cmd: cmd, lines: make(chan string, 1000), read: make(chan struct{})}
 	t.Cleanup(c.kill)
 	go func() {
+		defer close(c.read)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			t.Log("instance " + strconv.Itoa(n) + ": " + sc.Text())
@@ -326,9 +354,12 @@ func (c *child) waitLine(msg string) {
 	}
 }
 
-// kill ends the child with SIGKILL: nothing of it runs after.
+// kill ends the child with SIGKILL: nothing of it runs after. It waits
+// for the output to be read to the end first, as os/exec asks of a pipe's
+// reader, so no line is logged after the test has ended.
 func (c *child) kill() {
 	c.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.read
 	c.cmd.Wait()
 }
 
