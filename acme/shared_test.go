@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -184,6 +185,72 @@ func TestSharedOrdersOnce(t *testing.T) {
 		byWhom[r.Attrs["name"]] = r.Attrs["instance"]
 	}
 	t.Logf("ordered by instance: %v", byWhom)
+}
+
+// TestSharedServeProcesses is TestSharedOrdersOnce with real `signpost
+// serve` processes, built from cmd/signpost: three of them, one per
+// loopback address, race for three names with one PostgreSQL database as
+// acme.storage. Their configurations differ only in [http]'s listen
+// addresses, which they must: serve binds them without SO_REUSEPORT. DNS is
+// off in them (dns.listen = []); the test's DNS server stands in for the
+// world's and points the names at instance 1, so Pebble validates every
+// challenge there, whoever ordered it: instance 1 answers the others'
+// challenges from storage. Each name is ordered once, all instances serve
+// the same certificate for it, and one account is registered.
+func TestSharedServeProcesses(t *testing.T) {
+	e, _ := sharedEnv(t)
+	bin := buildSignpost(t)
+	names := []string{"a.example.test", "b.example.test", "c.example.test"}
+	s := site{serverNames: names, challenges: []string{config.ChallengeTLSALPN01}, dnsOff: true}
+	world := s
+	world.dnsOff = false
+	e.dns.SetModel(e.model(world))
+	for n := 1; n <= 3; n++ {
+		cfg := writeConfig(t, e.tomlOn(s, host(t, e.tlsAddr, n), host(t, e.plainAddr, n)))
+		startChild(t, exec.Command(bin, "serve", "-config", cfg), n)
+	}
+
+	// One deadline for all, and errors rather than a stop at the first,
+	// so that a failure also shows the counts below.
+	deadline := time.Now().Add(waitLimit)
+	for _, name := range names {
+		var first *x509.Certificate
+		for n := 1; n <= 3; n++ {
+			got, err := e.serving(n, name, deadline)
+			switch {
+			case err != nil:
+				t.Errorf("%v (waited until %s)", err, deadline.Format(time.TimeOnly))
+			case first == nil:
+				first = got
+			case !got.Equal(first):
+				t.Errorf("%s: instance %d serves serial %s, an instance before it %s; want one certificate", name, n, got.SerialNumber, first.SerialNumber)
+			}
+		}
+	}
+	byName, _ := e.pebble.ordersByName()
+	if got, want := e.pebble.orders.Load(), int64(len(names)); got != want {
+		t.Errorf("Pebble saw %d orders, want %d (one per name); by name: %v", got, want, byName)
+	}
+	for _, name := range names {
+		if byName[name] != 1 {
+			t.Errorf("Pebble saw %d orders for %s, want 1", byName[name], name)
+		}
+	}
+	if got := e.pebble.accounts.Load(); got != 1 {
+		t.Errorf("Pebble saw %d accounts, want 1", got)
+	}
+}
+
+// buildSignpost builds cmd/signpost with the go command that runs this
+// test and returns the binary's path.
+func buildSignpost(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "signpost")
+	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if out, err := exec.Command(goCmd, "build", "-o", bin, "github.com/signpost-dev/signpost/cmd/signpost").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // TestSharedDatabaseRestart: with PostgreSQL stopped, instances keep
