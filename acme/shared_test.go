@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	"github.com/signpost-dev/signpost/config"
 	"github.com/signpost-dev/signpost/httpserver"
 	"github.com/signpost-dev/signpost/internal/pgtest"
+	"github.com/signpost-dev/signpost/internal/testenv"
 )
 
 // The tests in this file run several signpost instances on one machine,
@@ -57,19 +59,29 @@ func (e *env) startNth(mod *config.Model, n int) *instance {
 
 // served waits until instance n answers a handshake for name with a
 // certificate for it that chains to Pebble's root, and returns the leaf.
-// Polling: a certificate loaded by another instance's work shows only in
-// the handshake. The limit is a failure guard.
+// The limit is a failure guard.
 func (e *env) served(n int, name string) *x509.Certificate {
 	e.t.Helper()
+	leaf, err := e.serving(n, name, time.Now().Add(waitLimit))
+	if err != nil {
+		e.t.Fatalf("%v (waited %s)", err, waitLimit)
+	}
+	return leaf
+}
+
+// serving is served with the caller's deadline, returning why not rather
+// than failing the test. Polling: a certificate loaded by another
+// instance's work shows only in the handshake.
+func (e *env) serving(n int, name string, deadline time.Time) (*x509.Certificate, error) {
+	e.t.Helper()
 	addr := host(e.t, e.tlsAddr, n)
-	deadline := time.Now().Add(waitLimit)
 	for {
 		leaf, err := leafAt(addr, name, e.roots())
 		if err == nil {
-			return leaf
+			return leaf, nil
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("instance %d does not serve %s within %s: %v", n, name, waitLimit, err)
+			return nil, fmt.Errorf("instance %d does not serve %s: %v", n, name, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -175,6 +187,72 @@ func TestSharedOrdersOnce(t *testing.T) {
 	t.Logf("ordered by instance: %v", byWhom)
 }
 
+// TestSharedServeProcesses is TestSharedOrdersOnce with real `signpost
+// serve` processes, built from cmd/signpost: three of them, one per
+// loopback address, race for three names with one PostgreSQL database as
+// acme.storage. Their configurations differ only in [http]'s listen
+// addresses, which they must: serve binds them without SO_REUSEPORT. DNS is
+// off in them (dns.listen = []); the test's DNS server stands in for the
+// world's and points the names at instance 1, so Pebble validates every
+// challenge there, whoever ordered it: instance 1 answers the others'
+// challenges from storage. Each name is ordered once, all instances serve
+// the same certificate for it, and one account is registered.
+func TestSharedServeProcesses(t *testing.T) {
+	e, _ := sharedEnv(t)
+	bin := buildSignpost(t)
+	names := []string{"a.example.test", "b.example.test", "c.example.test"}
+	s := site{serverNames: names, challenges: []string{config.ChallengeTLSALPN01}, dnsOff: true}
+	world := s
+	world.dnsOff = false
+	e.dns.SetModel(e.model(world))
+	for n := 1; n <= 3; n++ {
+		cfg := writeConfig(t, e.tomlOn(s, host(t, e.tlsAddr, n), host(t, e.plainAddr, n)))
+		startChild(t, exec.Command(bin, "serve", "-config", cfg), n)
+	}
+
+	// One deadline for all, and errors rather than a stop at the first,
+	// so that a failure also shows the counts below.
+	deadline := time.Now().Add(waitLimit)
+	for _, name := range names {
+		var first *x509.Certificate
+		for n := 1; n <= 3; n++ {
+			got, err := e.serving(n, name, deadline)
+			switch {
+			case err != nil:
+				t.Errorf("%v (waited until %s)", err, deadline.Format(time.TimeOnly))
+			case first == nil:
+				first = got
+			case !got.Equal(first):
+				t.Errorf("%s: instance %d serves serial %s, an instance before it %s; want one certificate", name, n, got.SerialNumber, first.SerialNumber)
+			}
+		}
+	}
+	byName, _ := e.pebble.ordersByName()
+	if got, want := e.pebble.orders.Load(), int64(len(names)); got != want {
+		t.Errorf("Pebble saw %d orders, want %d (one per name); by name: %v", got, want, byName)
+	}
+	for _, name := range names {
+		if byName[name] != 1 {
+			t.Errorf("Pebble saw %d orders for %s, want 1", byName[name], name)
+		}
+	}
+	if got := e.pebble.accounts.Load(); got != 1 {
+		t.Errorf("Pebble saw %d accounts, want 1", got)
+	}
+}
+
+// buildSignpost builds cmd/signpost with the go command that runs this
+// test and returns the binary's path.
+func buildSignpost(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "signpost")
+	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if out, err := exec.Command(goCmd, "build", "-o", bin, "github.com/signpost-dev/signpost/cmd/signpost").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // TestSharedDatabaseRestart: with PostgreSQL stopped, instances keep
 // serving the certificates they have; a name added meanwhile fails with a
 // storage fault and is retried; once PostgreSQL is back, it is obtained
@@ -263,12 +341,13 @@ func TestSharedHolderKilled(t *testing.T) {
 	}
 }
 
-// child is a signpost instance in a process of its own (runInstance,
-// started by TestMain).
+// child is a signpost instance in a process of its own: the test binary
+// (runInstance, started by TestMain) or a built signpost.
 type child struct {
 	t     *testing.T
 	cmd   *exec.Cmd
-	lines chan string // its log lines, closed when it exits
+	lines chan string   // its log lines, closed when it exits
+	read  chan struct{} // closed when its output is read to the end
 }
 
 // spawn starts instance n of s in a process of its own, on 127.0.0.<n>,
@@ -276,13 +355,28 @@ type child struct {
 func (e *env) spawn(s site, n int) *child {
 	t := e.t.(*testing.T)
 	t.Helper()
-	cfgFile := filepath.Join(t.TempDir(), "signpost.toml")
-	if err := os.WriteFile(cfgFile, []byte(e.toml(s)), 0o600); err != nil {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "SIGNPOST_TEST_INSTANCE="+writeConfig(t, e.toml(s)),
+		"SIGNPOST_TEST_PLAIN="+host(t, e.plainAddr, n), "SIGNPOST_TEST_TLS="+host(t, e.tlsAddr, n))
+	return startChild(t, cmd, n)
+}
+
+// writeConfig writes text to a configuration file of its own and returns
+// its path.
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "signpost.toml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "SIGNPOST_TEST_INSTANCE="+cfgFile,
-		"SIGNPOST_TEST_PLAIN="+host(t, e.plainAddr, n), "SIGNPOST_TEST_TLS="+host(t, e.tlsAddr, n))
+	return path
+}
+
+// startChild starts cmd as instance n, logging its output to the test,
+// and kills it when the test ends, or when the test binary dies first.
+func startChild(t *testing.T, cmd *exec.Cmd, n int) *child {
+	t.Helper()
+	testenv.DieWithParent(cmd)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -291,9 +385,10 @@ func (e *env) spawn(s site, n int) *child {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &child{t: t, cmd: cmd, lines: make(chan string, 1000)}
+	c := &child{t: t, cmd: cmd, lines: make(chan string, 1000), read: make(chan struct{})}
 	t.Cleanup(c.kill)
 	go func() {
+		defer close(c.read)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			t.Log("instance " + strconv.Itoa(n) + ": " + sc.Text())
@@ -326,9 +421,12 @@ func (c *child) waitLine(msg string) {
 	}
 }
 
-// kill ends the child with SIGKILL: nothing of it runs after.
+// kill ends the child with SIGKILL: nothing of it runs after. It waits
+// for the output to be read to the end first, as os/exec asks of a pipe's
+// reader, so no line is logged after the test has ended.
 func (c *child) kill() {
 	c.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.read
 	c.cmd.Wait()
 }
 

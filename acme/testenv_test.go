@@ -466,6 +466,7 @@ type site struct {
 	challenges  []string
 	mode        string
 	addresses   string // of the zone, where names point; "127.0.0.1" if empty
+	dnsOff      bool   // dns.listen = []: cmd/signpost serves no DNS
 	extra       string // more TOML, appended
 }
 
@@ -480,11 +481,17 @@ func (e *env) model(s site) *config.Model {
 }
 
 // toml returns the configuration of s as a file would hold it.
-func (e *env) toml(s site) string {
+func (e *env) toml(s site) string { return e.tomlOn(s, e.tlsAddr, e.plainAddr) }
+
+// tomlOn is toml with http.listen tlsAddr and http.plain_listen plainAddr.
+func (e *env) tomlOn(s site, tlsAddr, plainAddr string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[dns]\nnameservers = [\"ns1.example.test\"]\nhostmaster = \"hostmaster@example.test\"\n")
-	if e.tlsAddr != "" {
-		fmt.Fprintf(&b, "[http]\nlisten = %q\nplain_listen = %q\n", e.tlsAddr, e.plainAddr)
+	if s.dnsOff {
+		b.WriteString("listen = []\n")
+	}
+	if tlsAddr != "" {
+		fmt.Fprintf(&b, "[http]\nlisten = %q\nplain_listen = %q\n", tlsAddr, plainAddr)
 	}
 	fmt.Fprintf(&b, "[acme]\nemail = \"admin@example.test\"\nstorage = %q\n", e.storage)
 	if e.pebble != nil {

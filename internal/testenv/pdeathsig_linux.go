@@ -5,8 +5,9 @@ import (
 	"syscall"
 )
 
-// dieWithParent has the kernel stop cmd if the test binary dies before its
-// cleanup runs (a killed test run would otherwise leave daemons behind).
-func dieWithParent(cmd *exec.Cmd) {
+// DieWithParent has the kernel send cmd SIGTERM if the test binary dies
+// before its cleanup runs (a killed test run would otherwise leave daemons
+// behind). Call it before cmd.Start.
+func DieWithParent(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 }

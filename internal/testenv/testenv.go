@@ -35,7 +35,7 @@ type Daemon struct {
 func RunDaemon(t testing.TB, name string, args ...string) *Daemon {
 	t.Helper()
 	d := &Daemon{name: name, cmd: exec.Command(name, args...), done: make(chan struct{})}
-	dieWithParent(d.cmd)
+	DieWithParent(d.cmd)
 	d.cmd.Stdout, d.cmd.Stderr = &d.logs, &d.logs
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
