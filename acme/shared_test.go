@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -241,12 +240,14 @@ func TestSharedServeProcesses(t *testing.T) {
 	}
 }
 
-// buildSignpost builds cmd/signpost with the go command that runs this
-// test and returns the binary's path.
+// buildSignpost builds cmd/signpost and returns the binary's path.
 func buildSignpost(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "signpost")
-	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command, to build signpost: %v", err)
+	}
 	if out, err := exec.Command(goCmd, "build", "-o", bin, "github.com/signpost-dev/signpost/cmd/signpost").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
