@@ -712,7 +712,11 @@ func deriveRecords(ps *problems, m *Model, zones []*zoneBuild, ttl uint32) {
 				}
 			}
 		} else {
-			ps.warnf(key+".server_name", "%q is outside every zone: signpost serves its documents only (scenario S3), and its A/AAAA records live elsewhere", d.ServerName)
+			cert := ""
+			if !m.ACME.names(d.ServerName) {
+				cert = fmt.Sprintf("; it gets no certificate, as the web server in front terminates TLS; if the name's address is this host instead, add %q to acme.names", d.ServerName)
+			}
+			ps.warnf(key+".server_name", "%q is outside every zone: signpost serves its documents only (scenario S3), and its A/AAAA records live elsewhere%s", d.ServerName, cert)
 		}
 		if !d.SRVFallback {
 			continue

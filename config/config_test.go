@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -303,10 +304,27 @@ client = "https://hs.chat.example.com"
 	want := []string{
 		`signpost.toml:15: delegation[0].client_extra: key "proxy" is not namespaced; the spec reserves un-namespaced keys, so use a Java-style name such as "org.example.proxy"`,
 		`signpost.toml:16: delegation[1].srv_fallback: "_matrix-fed._tcp.example.org." is outside every zone, so the SRV fallback is not published; delegate a zone that holds it or set srv_fallback = false`,
-		`signpost.toml:17: delegation[1].server_name: "example.org" is outside every zone: signpost serves its documents only (scenario S3), and its A/AAAA records live elsewhere`,
+		`signpost.toml:17: delegation[1].server_name: "example.org" is outside every zone: signpost serves its documents only (scenario S3), and its A/AAAA records live elsewhere; it gets no certificate, as the web server in front terminates TLS; if the name's address is this host instead, add "example.org" to acme.names`,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got\n\t%s\nwant\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+	}
+	if names := m.CertificateNames(); slices.Contains(names, "example.org") {
+		t.Errorf("certificate names %q: the S3 name should not be among them", names)
+	}
+
+	// Listed in acme.names, the name gets a certificate, and the warning
+	// says nothing of certificates.
+	m, err = parse(t, "[acme]\nnames = [\"example.org\"]\n"+text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := m.Warnings[len(m.Warnings)-1].String()
+	if want := `signpost.toml:19: delegation[1].server_name: "example.org" is outside every zone: signpost serves its documents only (scenario S3), and its A/AAAA records live elsewhere`; last != want {
+		t.Errorf("with acme.names:\ngot  %s\nwant %s", last, want)
+	}
+	if names := m.CertificateNames(); !slices.Contains(names, "example.org") {
+		t.Errorf("certificate names %q, want example.org among them", names)
 	}
 	if d := m.Delegation("EXAMPLE.ORG."); d == nil || d.Zone != nil {
 		t.Errorf("Delegation(EXAMPLE.ORG.) = %+v, want the S3 delegation with no zone", d)

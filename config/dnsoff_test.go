@@ -19,7 +19,7 @@ srv_fallback = false
 `
 	// Every case has this warning, on the line of server_name.
 	s3 := func(line int) string {
-		return fmt.Sprintf(`signpost.toml:%d: delegation[0].server_name: "example.com" is outside every zone: signpost serves its documents only (scenario S3), and its A/AAAA records live elsewhere`, line)
+		return fmt.Sprintf(`signpost.toml:%d: delegation[0].server_name: "example.com" is outside every zone: signpost serves its documents only (scenario S3), and its A/AAAA records live elsewhere; it gets no certificate, as the web server in front terminates TLS; if the name's address is this host instead, add "example.com" to acme.names`, line)
 	}
 	for _, tc := range []struct {
 		name, text string

@@ -146,6 +146,18 @@ type ACME struct {
 	Names []string
 }
 
+// names says whether acme.names gets name a certificate: it lists name,
+// or a wildcard for name's parent.
+func (a *ACME) names(name string) bool {
+	_, parent, _ := strings.Cut(name, ".")
+	for _, n := range a.Names {
+		if n == name || n == "*."+parent {
+			return true
+		}
+	}
+	return false
+}
+
 // Values of ACME.Mode and ACME.Challenges.
 const (
 	ModeACME       = "acme"

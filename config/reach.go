@@ -106,11 +106,8 @@ func checkSRVTarget(ps *problems, zoneOf func(string) *zoneBuild, d *Delegation,
 // A server name in acme.names (or covered by a wildcard there) does get a
 // certificate, so it is left alone.
 func checkHandWrittenAddress(ps *problems, m *Model, z *zoneBuild, d *Delegation, key string) {
-	_, parent, _ := strings.Cut(d.ServerName, ".")
-	for _, n := range m.ACME.Names {
-		if n == d.ServerName || n == "*."+parent {
-			return
-		}
+	if m.ACME.names(d.ServerName) {
+		return
 	}
 	name := d.ServerName + "."
 	for _, s := range z.records {
