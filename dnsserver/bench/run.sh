@@ -10,6 +10,15 @@
 #   tcp     EDNS over TCP, pipelined on a few long connections
 #   mix     three dnsperf at once: UDP with DO and cookie, UDP with DO, and
 #           TCP at a tenth of the rate
+#   sat-plain, sat-do, sat-cookie
+#           the plain, do and cookie queries from udpload (in this
+#           directory) instead of dnsperf: it sends and reads 32 queries
+#           per system call with 160 outstanding, so the server's core
+#           saturates. dnsperf makes a system call per query sent and per
+#           answer read, about as much CPU per query as the server spends,
+#           so on two cores the dnsperf rows measure dnsperf's cost under
+#           each server as much as the server's own capacity; these rows
+#           measure the capacity.
 #   signed  DO bit set, with the zones signed: signpost with dns.dnssec on
 #           against Knot signing its copy itself (automatic signing, its
 #           default policy); NSD, which does not sign, sits this one out.
@@ -25,7 +34,9 @@
 #   ROWS="plain tcp" dnsserver/bench/run.sh 3 5   some rows only
 #   FLOOD=0 ...                                     skip the flood
 #
-# dnsperf runs as `dnsperf -T 2 -c 4 -q 100` (override with DNSPERF_ARGS).
+# dnsperf runs as `dnsperf -T 2 -c 4 -q 100` (override with DNSPERF_ARGS),
+# udpload as `udpload -w 160 -b 32` (UDPLOAD_ARGS): with 512 outstanding Knot
+# dropped 240 queries a second, more than its socket buffer holds.
 # With PIN=1 (the default on a machine with 2 or more cores) every server
 # runs on CPU 0, with one worker (NSD server-count, Knot udp/tcp-workers;
 # Go sizes signpost to the CPUs it may use), and dnsperf on CPU 1: the load
@@ -40,8 +51,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 rounds=${1:-5}
 secs=${2:-10}
-rows=${ROWS:-plain do cookie tcp mix}
+rows=${ROWS:-plain do cookie tcp mix sat-plain sat-do sat-cookie}
 read -r -a perfargs <<<"${DNSPERF_ARGS:--T 2 -c 4 -q 100}"
+read -r -a loadargs <<<"${UDPLOAD_ARGS:--w 160 -b 32}"
 pin=${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
 # onserver and onclient prefix a command to run it on the server's and
 # the load generator's CPUs (taskset execs it: $! stays the server's pid);
@@ -77,7 +89,7 @@ freeport() {
 	done
 }
 
-(cd "$repo" && go build -o "$tmp/signpost" ./cmd/signpost)
+(cd "$repo" && go build -o "$tmp/signpost" ./cmd/signpost && go build -o "$tmp/udpload" ./dnsserver/bench/udpload)
 
 # One zone file per zone, as `signpost zone` prints them.
 "$tmp/signpost" zone -config "$here/bench.toml" |
@@ -236,6 +248,20 @@ perf() {
 		awk '/Queries completed:/ {c = $3} /Queries lost:/ {l = $3} /Queries per second:/ {q = $4} END {print q, l, c}'
 }
 
+# load S ARGS... runs udpload against server S, one per server worker so
+# that each worker's socket gets queries (the kernel spreads them by source
+# port), and prints "qps lost completed" summed over them.
+load() {
+	local s=$1 i
+	shift
+	for i in $(seq "$workers"); do
+		"${onclient[@]}" "$tmp/udpload" -s 127.0.0.1 -p "${port[$s]}" -d "$here/queries.txt" -l "$secs" "${loadargs[@]}" "$@" >"$tmp/load$i" 2>&1 &
+	done
+	wait
+	cat "$tmp"/load* | awk '/Queries completed:/ {c += $3} /Queries lost:/ {l += $3} /Queries per second:/ {q += $4} END {print q, l, c}'
+	rm -f "$tmp"/load*
+}
+
 # row R S runs row R against server S and prints "qps lost cpu_us_per_query".
 row() {
 	local r=$1 s=$2 t0 t1 out
@@ -245,6 +271,9 @@ row() {
 	do | signed) out=$(perf "$s" -D) ;;
 	cookie) out=$(perf "$s" -D -E "$cookie") ;;
 	tcp) out=$(perf "$s" -e -m tcp) ;;
+	sat-plain) out=$(load "$s" -e) ;;
+	sat-do) out=$(load "$s" -D) ;;
+	sat-cookie) out=$(load "$s" -D -E "$cookie") ;;
 	mix)
 		# Unbound and Knot Resolver send DO; BIND sends DO and a cookie;
 		# truncated answers and some forwarders come over TCP.
@@ -299,7 +328,7 @@ for r in $rows; do
 done
 start_servers 0
 echo "signpost $("$tmp/signpost" version), $(nsd -v 2>&1 | head -1), $(knotd --version); $(nproc) cores, $([ "$pin" = 1 ] && echo "servers on CPU 0 with one worker, dnsperf on CPU 1" || echo "unpinned, $workers workers")"
-echo "dnsperf ${perfargs[*]} -l $secs -d dnsserver/bench/queries.txt; $rounds rounds per row, servers interleaved"
+echo "dnsperf ${perfargs[*]} -l $secs -d dnsserver/bench/queries.txt (sat- rows: udpload ${loadargs[*]}, $workers at once); $rounds rounds per row, servers interleaved"
 summary=()
 for r in $unsigned_rows; do
 	echo
@@ -310,7 +339,7 @@ for r in $unsigned_rows; do
 	k=$(median "${qps[knot]}")
 	line=$(awk -v r="$r" -v a="$sp" -v n="$n" -v k="$k" -v l="${lost[signpost]}" \
 		-v cs="$(median "${cpu[signpost]}")" -v ck="$(median "${cpu[knot]}")" -v cn="$(median "${cpu[nsd]}")" \
-		'BEGIN {b = n > k ? n : k; printf "%-7s signpost %7.0f  nsd %7.0f  knot %7.0f qps   /nsd %.2f  /knot %.2f  /best %.2f   us/query signpost %.2f nsd %.2f knot %.2f   signpost lost %d", r, a, n, k, a/n, a/k, a/b, cs, cn, ck, l}')
+		'BEGIN {b = n > k ? n : k; printf "%-10s signpost %7.0f  nsd %7.0f  knot %7.0f qps   /nsd %.2f  /knot %.2f  /best %.2f   us/query signpost %.2f nsd %.2f knot %.2f   signpost lost %d", r, a, n, k, a/n, a/k, a/b, cs, cn, ck, l}')
 	echo "ratio $line"
 	summary+=("$line")
 	splost=$((splost + ${lost[signpost]}))
@@ -324,7 +353,7 @@ if [ "$signed" = 1 ]; then
 	interleave signed signpost knot
 	line=$(awk -v a="$(median "${qps[signpost]}")" -v k="$(median "${qps[knot]}")" -v l="${lost[signpost]}" \
 		-v cs="$(median "${cpu[signpost]}")" -v ck="$(median "${cpu[knot]}")" \
-		'BEGIN {printf "signed  signpost %7.0f  knot %7.0f qps (both signing, DO set)   /knot %.2f   us/query signpost %.2f knot %.2f   signpost lost %d", a, k, a/k, cs, ck, l}')
+		'BEGIN {printf "signed     signpost %7.0f  knot %7.0f qps (both signing, DO set)   /knot %.2f   us/query signpost %.2f knot %.2f   signpost lost %d", a, k, a/k, cs, ck, l}')
 	echo "ratio $line"
 	summary+=("$line")
 	splost=$((splost + ${lost[signpost]}))
