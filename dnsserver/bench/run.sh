@@ -10,9 +10,10 @@
 #   tcp     EDNS over TCP, pipelined on a few long connections
 #   mix     three dnsperf at once: UDP with DO and cookie, UDP with DO, and
 #           TCP at a tenth of the rate
-#   sat-plain, sat-do, sat-cookie
-#           the plain, do and cookie queries from udpload (in this
-#           directory) instead of dnsperf: it sends and reads 32 queries
+#   sat-plain, sat-do, sat-cookie, sat-mix
+#           the plain, do, cookie and mix queries with udpload (in this
+#           directory) in dnsperf's place for UDP (the mix's TCP stays
+#           dnsperf's): it sends and reads 32 queries
 #           per system call with 160 outstanding, so the server's core
 #           saturates. dnsperf makes a system call per query sent and per
 #           answer read, about as much CPU per query as the server spends,
@@ -51,7 +52,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 rounds=${1:-5}
 secs=${2:-10}
-rows=${ROWS:-plain do cookie tcp mix sat-plain sat-do sat-cookie}
+rows=${ROWS:-plain do cookie tcp mix sat-plain sat-do sat-cookie sat-mix}
 read -r -a perfargs <<<"${DNSPERF_ARGS:--T 2 -c 4 -q 100}"
 read -r -a loadargs <<<"${UDPLOAD_ARGS:--w 160 -b 32}"
 pin=${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
@@ -252,14 +253,14 @@ perf() {
 # that each worker's socket gets queries (the kernel spreads them by source
 # port), and prints "qps lost completed" summed over them.
 load() {
-	local s=$1 i
+	local s=$1 i out=$tmp/load.$BASHPID
 	shift
 	for i in $(seq "$workers"); do
-		"${onclient[@]}" "$tmp/udpload" -s 127.0.0.1 -p "${port[$s]}" -d "$here/queries.txt" -l "$secs" "${loadargs[@]}" "$@" >"$tmp/load$i" 2>&1 &
+		"${onclient[@]}" "$tmp/udpload" -s 127.0.0.1 -p "${port[$s]}" -d "$here/queries.txt" -l "$secs" "${loadargs[@]}" "$@" >"$out.$i" 2>&1 &
 	done
 	wait
-	cat "$tmp"/load* | awk '/Queries completed:/ {c += $3} /Queries lost:/ {l += $3} /Queries per second:/ {q += $4} END {print q, l, c}'
-	rm -f "$tmp"/load*
+	cat "$out".* | awk '/Queries completed:/ {c += $3} /Queries lost:/ {l += $3} /Queries per second:/ {q += $4} END {print q, l, c}'
+	rm -f "$out".*
 }
 
 # row R S runs row R against server S and prints "qps lost cpu_us_per_query".
@@ -274,12 +275,14 @@ row() {
 	sat-plain) out=$(load "$s" -e) ;;
 	sat-do) out=$(load "$s" -D) ;;
 	sat-cookie) out=$(load "$s" -D -E "$cookie") ;;
-	mix)
+	mix | sat-mix)
 		# Unbound and Knot Resolver send DO; BIND sends DO and a cookie;
 		# truncated answers and some forwarders come over TCP.
-		perf "$s" -D -E "$cookie" >"$tmp/mix1" &
+		local udp=perf
+		[ "$r" = sat-mix ] && udp=load
+		"$udp" "$s" -D -E "$cookie" >"$tmp/mix1" &
 		local p1=$!
-		perf "$s" -D >"$tmp/mix2" &
+		"$udp" "$s" -D >"$tmp/mix2" &
 		local p2=$!
 		perf "$s" -D -m tcp -Q 5000 >"$tmp/mix3" &
 		local p3=$!
