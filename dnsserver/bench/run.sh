@@ -13,13 +13,12 @@
 #   sat-plain, sat-do, sat-cookie, sat-mix
 #           the plain, do, cookie and mix queries with udpload (in this
 #           directory) in dnsperf's place for UDP (the mix's TCP stays
-#           dnsperf's): it sends and reads 32 queries
-#           per system call with 160 outstanding, so the server's core
-#           saturates. dnsperf makes a system call per query sent and per
-#           answer read, about as much CPU per query as the server spends,
-#           so on two cores the dnsperf rows measure dnsperf's cost under
-#           each server as much as the server's own capacity; these rows
-#           measure the capacity.
+#           dnsperf's). udpload sends and reads 32 queries per system call
+#           with 160 outstanding, so the server's core saturates. dnsperf
+#           makes a system call per query sent and per answer read, about
+#           as much CPU per query as the server spends, so on two cores the
+#           dnsperf rows measure dnsperf's cost under each server as much
+#           as the server's own capacity; these rows measure the capacity.
 #   signed  DO bit set, with the zones signed: signpost with dns.dnssec on
 #           against Knot signing its copy itself (automatic signing, its
 #           default policy); NSD, which does not sign, sits this one out.
