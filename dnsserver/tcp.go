@@ -97,6 +97,7 @@ type tcpBufs struct {
 type tcpConn struct {
 	s     *Server
 	nc    net.Conn
+	raw   *rawTCP // nil: read and write nc itself
 	peer  netip.AddrPort
 	src   netip.Addr // what MaxTCPConnsPerSource counts
 	state atomic.Int32
@@ -168,7 +169,7 @@ func sourceKey(a netip.Addr) netip.Addr {
 // returns nil if nc was turned away (and closed).
 func (t *tcpTable) admit(s *Server, nc net.Conn) *tcpConn {
 	peer := addrPort(nc.RemoteAddr())
-	c := &tcpConn{s: s, nc: nc, peer: peer, src: sourceKey(peer.Addr()), pos: -1}
+	c := &tcpConn{s: s, nc: nc, raw: newRawTCP(nc), peer: peer, src: sourceKey(peer.Addr()), pos: -1}
 	c.since.Store(time.Now().UnixNano())
 	var victims []*tcpConn
 	t.mu.Lock()
@@ -359,7 +360,7 @@ func (c *tcpConn) serve() {
 			w = copy(dst, rb[r:w])
 			r, rb = 0, dst
 		}
-		n, err := c.nc.Read(rb[w:])
+		n, err := c.read(rb[w:])
 		if n > 0 {
 			was := c.state.Load()
 			if was == connGone || !c.state.CompareAndSwap(was, connBusy) {
@@ -471,7 +472,7 @@ func (c *tcpConn) flush() {
 		return
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.TCPWriteTimeout))
-	if _, err := c.nc.Write(c.wb); err != nil {
+	if err := c.write(c.wb); err != nil {
 		c.werr = err
 	}
 	c.wb = c.wb[:0]
